@@ -1,0 +1,1 @@
+"""``wsgate connect`` and ``wsgate listen``: a wscat-class client."""
