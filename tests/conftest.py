@@ -6,6 +6,7 @@ test leaves a server behind. Ports are always 0: the servers print the port they
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -53,7 +54,8 @@ class Proc:
             self.lines.put((name, line.rstrip("\n")))
         self.lines.put((name, "\0EOF"))
 
-    def expect(self, pattern: str, timeout: float = 10.0, stream: str | None = None) -> re.Match[str]:
+    def expect(self, pattern: str, timeout: float = 10.0,
+               stream: str | None = None) -> re.Match[str]:
         """Wait for a line matching ``pattern`` (regex, searched) on stdout or stderr."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
@@ -99,10 +101,8 @@ class Proc:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait(timeout=5)
 
 
@@ -198,3 +198,14 @@ def node_echo(spawn: Spawn, node_modules: Path) -> tuple[Proc, int]:
 def wscat(node_modules: Path) -> list[str]:
     """The command that runs the real wscat."""
     return ["node", str(node_modules / "wscat" / "bin" / "wscat")]
+
+
+def run_held_open(argv: Sequence[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run a command whose stdin stays open until it exits (wscat quits at stdin's EOF)."""
+    read_end, write_end = os.pipe()
+    try:
+        return subprocess.run(argv, stdin=read_end, capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -1,11 +1,323 @@
-"""Placeholder, being written."""
+"""The seed's echo server (Node ws server.js), as fast as the upstream of a benchmark must be.
+
+It logs ``Received from client: <msg>`` for each message and answers ``Server received from
+client: <msg>``: the seed's exact strings. The data path is picows, a compiled WebSocket
+implementation: on a 2-core machine it echoes about 4x what ``websockets`` can, and the echo
+server is the upstream in every benchmark of the system, so it must never be the bottleneck.
+"""
+
+from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from wsgate import runtime
+from wsgate.errors import Failure, UsageError
+
+SEED_PREFIX = "Server received from client: "
+SHUTDOWN_GRACE = 2.0
+"""How long clients get to answer the Close 1001 before the process exits anyway."""
+
+
+@dataclass(frozen=True)
+class EchoOptions:
+    """What ``wsgate echo`` serves; ``wsgate up`` builds one too."""
+
+    host: str = "127.0.0.1"
+    ports: Sequence[int] = (8010,)
+    prefix: str = SEED_PREFIX
+    raw: bool = False
+    quiet: bool = False
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    max_size: int = 1 << 20
+
+
+class Clients:
+    """Open connections: shutdown says Close 1001 to each, and keepalive pings them all.
+
+    One timer for every connection, as Node ws's heartbeat example does, rather than a task
+    per connection: idle connections then cost no timers of their own.
+    """
+
+    def __init__(self) -> None:
+        self.open: set[EchoListener] = set()
+
+    async def keep_alive(self, interval: float, timeout: float) -> None:
+        """Ping every client each ``interval``; drop those silent for ``timeout`` (0: never)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            pinged = [client for client in self.open if client.ping()]
+            if timeout > 0 and pinged:
+                loop.call_later(timeout, self._drop_silent, pinged)
+
+    @staticmethod
+    def _drop_silent(pinged: list[EchoListener]) -> None:
+        for client in pinged:
+            if client.awaiting_pong:
+                client.drop_silent()
+
+
+class EchoListener(WSListener):
+    """One client: reassembles fragmented messages, answers each, logs it unless quiet."""
+
+    transport: WSTransport
+
+    def __init__(self, options: EchoOptions, clients: Clients, prefix: bytes) -> None:
+        self._options = options
+        self._clients = clients
+        self._prefix = prefix
+        self._parts: list[bytes] = []
+        self._parts_type = WSMsgType.TEXT
+        self._parts_size = 0
+        self.awaiting_pong = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self._clients.open.add(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._clients.open.discard(self)
+
+    def ping(self) -> bool:
+        """Send a keepalive ping unless one is still unanswered; say whether one was sent."""
+        if self.awaiting_pong:
+            return False
+        self.awaiting_pong = True
+        self.transport.send_ping()
+        return True
+
+    def drop_silent(self) -> None:
+        self.transport.send_close(WSCloseCode.GOING_AWAY, b"no pong")
+        self.transport.disconnect(graceful=False)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if frame.fin:
+                self._answer(transport, kind, frame.get_payload_as_bytes(), frame.last_in_buffer)
+            else:
+                self._parts = [frame.get_payload_as_bytes()]
+                self._parts_type = kind
+                self._parts_size = frame.payload_size
+        elif kind is WSMsgType.CONTINUATION:
+            self._parts_size += frame.payload_size
+            if not self._parts or self._parts_size > self._options.max_size:
+                too_big = bool(self._parts)
+                self._parts = []
+                code = WSCloseCode.MESSAGE_TOO_BIG if too_big else WSCloseCode.PROTOCOL_ERROR
+                transport.send_close(code)
+                transport.disconnect()
+                return
+            self._parts.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                payload = b"".join(self._parts)
+                self._parts = []
+                self._answer(transport, self._parts_type, payload, frame.last_in_buffer)
+        elif kind is WSMsgType.PONG:
+            self.awaiting_pong = False
+        elif kind is WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            if code is WSCloseCode.NO_INFO:
+                transport.send(WSMsgType.CLOSE, b"")  # a Close without a code gets one back
+            else:
+                transport.send_close(code, frame.get_close_message())
+            transport.disconnect()
+
+    def _answer(self, transport: WSTransport, kind: WSMsgType, payload: bytes, flush: bool) -> None:
+        if kind is WSMsgType.TEXT:
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                transport.send_close(WSCloseCode.INVALID_TEXT)
+                transport.disconnect()
+                return
+        else:
+            text = payload.decode(errors="replace")
+        if not self._options.quiet:
+            sys.stdout.write(f"Received from client: {text}\n")
+            if flush:
+                sys.stdout.flush()
+        transport.send(kind, payload if self._options.raw else self._prefix + payload)
+
+
+def _first_subprotocol(request: WSUpgradeRequest) -> str | None:
+    """Accept the client's first subprotocol, as Node ws does without handleProtocols."""
+    offered = request.headers.get("Sec-WebSocket-Protocol")
+    if not offered:
+        return None
+    first: str = offered.split(",")[0].strip()
+    return first or None
+
+
+class EchoServer:
+    """Listening sockets on every port, their clients, and the keepalive timer."""
+
+    def __init__(self, options: EchoOptions) -> None:
+        self.options = options
+        self.clients = Clients()
+        self.servers: list[asyncio.Server] = []
+        self._keepalive: asyncio.Task[None] | None = None
+
+    def _listener_for(
+        self, request: WSUpgradeRequest
+    ) -> EchoListener | WSUpgradeResponseWithListener:
+        listener = EchoListener(self.options, self.clients, self.options.prefix.encode())
+        protocol = _first_subprotocol(request)
+        if protocol is None:
+            return listener
+        response = WSUpgradeResponse.create_101_response(
+            extra_headers={"Sec-WebSocket-Protocol": protocol}
+        )
+        return WSUpgradeResponseWithListener(response, listener)
+
+    async def start(self) -> None:
+        """Listen on every port (all or none) and start pinging."""
+        host = self.options.host
+        for port in self.options.ports:
+            try:
+                server = await ws_create_server(
+                    self._listener_for, host, port,
+                    max_frame_size=self.options.max_size, logger_name="echo",
+                )
+            except OSError as error:
+                self.close_listeners()
+                in_use = error.errno == errno.EADDRINUSE
+                reason = "address already in use" if in_use else error.strerror
+                raise Failure(f"cannot listen on {host}:{port}: {reason}") from None
+            self.servers.append(server)
+        if self.options.ping_interval > 0:
+            self._keepalive = asyncio.ensure_future(
+                self.clients.keep_alive(self.options.ping_interval, self.options.ping_timeout)
+            )
+
+    def urls(self) -> list[str]:
+        """``ws://host:port`` for each bound socket (the real port when 0 was asked)."""
+        urls = []
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                host = f"[{host}]" if ":" in host else host
+                urls.append(f"ws://{host}:{port}")
+        return urls
+
+    def close_listeners(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, say Close 1001 to every client, wait (bounded) for them to go."""
+        self.close_listeners()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        transports = [client.transport for client in self.clients.open]
+        for transport in transports:
+            transport.send_close(WSCloseCode.GOING_AWAY)
+            transport.disconnect()
+        if transports:
+            waits = [asyncio.ensure_future(t.wait_disconnected()) for t in transports]
+            await asyncio.wait(waits, timeout=SHUTDOWN_GRACE)
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(options: EchoOptions) -> None:
+    """Serve until SIGINT or SIGTERM, then say Close 1001 to every client."""
+    server = EchoServer(options)
+    await server.start()
+    print("Server started")
+    for url in server.urls():
+        print(f"Listening on {url}")
+    sys.stdout.flush()
+    await wait_for_signal()
+    await server.shutdown()
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return int(text)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text[-1:].lower() in units else (text, 1)
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"not a size in bytes (like 65536, 64k, 1m): {text!r}")
+    return int(number) * unit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--port", type=_port, action="append", metavar="PORT",
+                        help="port to listen on; repeat for several (default: 8010; 0 picks one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; "
+                             "0.0.0.0 for every IPv4 interface)")
+    parser.add_argument("--prefix", default=SEED_PREFIX, metavar="TEXT",
+                        help=f"reply prefix (default: {SEED_PREFIX!r})")
+    parser.add_argument("--raw", action="store_true",
+                        help="reply with each message unchanged (text as text, binary as binary)")
+    parser.add_argument("--quiet", action="store_true", help="do not log each message")
+    parser.add_argument("--ping-interval", type=_seconds, default=20.0, metavar="SECONDS",
+                        help="ping each client this often to keep it alive (default: 20; 0: off)")
+    parser.add_argument("--ping-timeout", type=_seconds, default=20.0, metavar="SECONDS",
+                        help="drop a client that has not answered a ping within this time "
+                             "(default: 20; 0: never drop)")
+    parser.add_argument("--max-size", type=_size, default=1 << 20, metavar="BYTES",
+                        help="largest message accepted; larger ones close with 1009 "
+                             "(default: 1m)")
+
+
+def options_from(args: argparse.Namespace) -> EchoOptions:
+    if args.raw and args.prefix != SEED_PREFIX:
+        raise UsageError("--raw and --prefix cannot be used together")
+    return EchoOptions(
+        host=args.host,
+        ports=tuple(args.port or (8010,)),
+        prefix=args.prefix,
+        raw=args.raw,
+        quiet=args.quiet,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        max_size=args.max_size,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    runtime.run(serve(options_from(args)))
     return 0
