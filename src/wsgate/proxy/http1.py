@@ -1,0 +1,155 @@
+"""HTTP/1.1 message heads: what a request head must satisfy, and the bytes of the heads we
+write. Pure: llhttp (via httptools) tokenizes; the rules a proxy must add on top to stop
+request smuggling live here (RFC 9112 6.1-6.3, 3.2; RFC 9110 5.5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+Headers = list[tuple[bytes, bytes]]
+"""Header fields in arrival order, names as sent (compare them lowercased)."""
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_DIGITS = re.compile(rb"^[0-9]+$")
+
+
+class HeadError(Exception):
+    """A request the proxy answers itself with ``status`` and closes; nothing goes upstream."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: str
+    headers: Headers = field(default_factory=list)
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lowercase), or None."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        return [value for key, value in self.headers if key.lower() == name]
+
+    @property
+    def path(self) -> bytes:
+        """The target's path, without the query (what locations match against)."""
+        return self.target.split(b"?", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFraming:
+    """How the body of a message is delimited: by length, by chunks, or not at all."""
+
+    chunked: bool
+    length: int | None
+
+
+def _split_list(values: list[bytes]) -> list[bytes]:
+    return [item.strip().lower() for value in values for item in value.split(b",") if item.strip()]
+
+
+def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
+    """Apply the rules llhttp leaves to its user; return how the body is framed.
+
+    Raises :class:`HeadError` for anything a server or proxy behind us could read
+    differently (the root of request smuggling), so it never leaves this process.
+    """
+    if head.version not in ("1.0", "1.1"):
+        raise HeadError(505, f"HTTP version {head.version} is not supported")
+    for name, value in head.headers:
+        if not _TOKEN.match(name):
+            raise HeadError(400, "invalid header name")
+        if _BAD_VALUE.search(value):
+            raise HeadError(400, "control character in a header value")
+    hosts = head.get_all(b"host")
+    if len(hosts) > 1:
+        raise HeadError(400, "more than one Host header")
+    if head.version == "1.1" and not hosts:
+        raise HeadError(400, "HTTP/1.1 request without a Host header")
+    if b"@" in (hosts[0] if hosts else b"") or b" " in (hosts[0] if hosts else b""):
+        raise HeadError(400, "invalid Host header")
+    lengths = head.get_all(b"content-length")
+    encodings = head.get_all(b"transfer-encoding")
+    if encodings:
+        if head.version == "1.0":
+            raise HeadError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if lengths:
+            raise HeadError(400, "both Content-Length and Transfer-Encoding")
+        codings = _split_list(encodings)
+        if codings != [b"chunked"]:
+            raise HeadError(400, "Transfer-Encoding other than a final chunked")
+        return BodyFraming(chunked=True, length=None)
+    if lengths:
+        if len(lengths) > 1 or not _DIGITS.match(lengths[0]):
+            raise HeadError(400, "several or invalid Content-Length values")
+        length = int(lengths[0])
+        if max_body is not None and length > max_body:
+            raise HeadError(413, "body over client_max_body_size")
+        return BodyFraming(chunked=False, length=length)
+    return BodyFraming(chunked=False, length=0)
+
+
+def response_framing(status: int, headers: Headers, request_method: bytes) -> BodyFraming:
+    """How an upstream response's body ends (RFC 9112 6.3); length None means at close."""
+    if request_method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
+        return BodyFraming(chunked=False, length=0)
+    codings = _split_list([v for k, v in headers if k.lower() == b"transfer-encoding"])
+    if codings:
+        return BodyFraming(chunked=codings[-1] == b"chunked", length=None)
+    lengths = [v for k, v in headers if k.lower() == b"content-length"]
+    if lengths and _DIGITS.match(lengths[0]):
+        return BodyFraming(chunked=False, length=int(lengths[0]))
+    return BodyFraming(chunked=False, length=None)
+
+
+def serialize_request(method: bytes, target: bytes, headers: Headers) -> bytes:
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def serialize_response(status: int, reason: bytes, headers: Headers) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def error_response(
+    status: int, extra: Sequence[tuple[bytes, bytes]] = (), close: bool = True
+) -> bytes:
+    """The proxy's own answer: nginx-style HTML naming nothing internal."""
+    phrase = reason_phrase(status)
+    body = (
+        b"<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1>"
+        b"</center>\r\n<hr><center>wsgate</center>\r\n</body>\r\n</html>\r\n"
+        % (status, phrase, status, phrase)
+    )
+    headers: Headers = [
+        (b"Server", b"wsgate"),
+        (b"Content-Type", b"text/html"),
+        (b"Content-Length", str(len(body)).encode()),
+        *extra,
+    ]
+    if close:
+        headers.append((b"Connection", b"close"))
+    return serialize_response(status, phrase, headers) + body
