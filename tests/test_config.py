@@ -219,7 +219,8 @@ def test_defaults(folder: Path) -> None:
     assert (location.next_upstream_tries, location.next_upstream_timeout) == (None, None)
     assert location.set_headers == (
         ("Host", "$host"), ("X-Real-IP", "$remote_addr"),
-        ("X-Forwarded-For", "$proxy_add_x_forwarded_for"), ("X-Forwarded-Proto", "$scheme"))
+        ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+        ("X-Forwarded-Proto", "$proxy_x_forwarded_proto"))
     assert config.upstreams["websocket"].keepalive == 32
 
 
@@ -356,7 +357,8 @@ X-New = "$scheme://$host$request_uri"
 X-Absent = ""
 """)
     assert config.locations[0].set_headers == (
-        ("Host", "$host"), ("X-REAL-IP", "$http_x_real_ip"), ("X-Forwarded-Proto", "$scheme"),
+        ("Host", "$host"), ("X-REAL-IP", "$http_x_real_ip"),
+        ("X-Forwarded-Proto", "$proxy_x_forwarded_proto"),
         ("X-New", "$scheme://$host$request_uri"))
 
 
@@ -514,9 +516,9 @@ BAD = [
      "$remote_addr?)"),
     (LISTEN + '[upstream.websocket]\nbalance = "hash"\nhash = "$x"\nconsistent = 1\n'
      'server = "a:1"\n' + LOCATION,
-     "wsgate.toml: upstream.websocket.hash: unknown variable $x (known: $host, $remote_addr, "
-     "$remote_port, $proxy_add_x_forwarded_for, $scheme, $request_uri, $uri, $server_port, "
-     "$http_NAME)"),
+     "wsgate.toml: upstream.websocket.hash: unknown variable $x (known: $args, $host, "
+     "$http_host, $proxy_add_x_forwarded_for, $proxy_host, $proxy_x_forwarded_proto, "
+     "$remote_addr, $remote_port, $request_uri, $scheme, $server_port, $uri, $http_NAME)"),
     (LISTEN + '[upstream.websocket]\nbalance = "hash"\nhash = "$host"\nconsistent = 1\n'
      'server = "a:1"\n' + LOCATION,
      "wsgate.toml: upstream.websocket.consistent: must be true or false, got 1"),

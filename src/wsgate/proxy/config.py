@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Literal, NoReturn, TypeVar
 
 from wsgate.errors import UsageError
+from wsgate.proxy.headers import VARIABLES
 from wsgate.proxy.upstreams import ServerConfig
 
 __all__ = [
@@ -51,7 +52,7 @@ DEFAULT_SET_HEADERS: tuple[tuple[str, str], ...] = (
     ("Host", "$host"),
     ("X-Real-IP", "$remote_addr"),
     ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
-    ("X-Forwarded-Proto", "$scheme"),
+    ("X-Forwarded-Proto", "$proxy_x_forwarded_proto"),
 )
 
 
@@ -203,10 +204,7 @@ _LOG_FORMATS: dict[str, LogFormat] = {"combined": "combined", "json": "json"}
 _LOG_STREAMS: dict[str, LogDestination] = {"stdout": "stdout", "stderr": "stderr", "off": "off"}
 
 #: Variables a header value or hash key may use (``$http_NAME`` aside).
-_VARIABLES = (
-    "host", "remote_addr", "remote_port", "proxy_add_x_forwarded_for", "scheme", "request_uri",
-    "uri", "server_port",
-)
+_VARIABLES = tuple(sorted(VARIABLES))
 #: Headers the proxy must own: hop-by-hop, framing, and the WebSocket handshake's.
 _RESERVED_HEADERS = frozenset({
     "connection", "upgrade", "keep-alive", "proxy-connection", "transfer-encoding",

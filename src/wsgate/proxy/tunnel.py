@@ -1,0 +1,139 @@
+"""Two transports joined after a 101: bytes both ways, backpressure, idle timer, close.
+
+This is the data path of every proxied WebSocket, so a read does the least there is: hand
+the bytes to the other transport and count them. Backpressure is the transports' own:
+when one side's write buffer passes its high-water mark, the other side stops reading, so
+no more than a fixed bound is ever buffered per direction. The idle timer does not re-arm
+per read; it wakes every quarter of ``read_timeout`` and compares byte counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+WRITE_HIGH_WATER = 64 * 1024
+"""Per-direction bound on bytes waiting to be written before the other side stops reading."""
+
+IDLE_TICKS = 4
+
+
+class TunnelEnd(asyncio.Protocol):
+    """One side of a tunnel: what it reads goes to ``peer``, what it cannot write stops
+    ``peer`` from reading."""
+
+    __slots__ = ("closing", "peer", "received", "transport", "tunnel")
+
+    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
+        self.tunnel = tunnel
+        self.transport = transport
+        self.peer: asyncio.Transport = transport
+        self.received = 0
+        self.closing = False
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        """Half-close: pass the EOF on after what is buffered (TLS cannot: close both)."""
+        if self.peer.can_write_eof() and not self.peer.is_closing():
+            self.peer.write_eof()
+            self.closing = True
+            if self.tunnel.both_closing():
+                self.tunnel.close()
+            return True
+        self.tunnel.close()
+        return False
+
+    def pause_writing(self) -> None:
+        self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.peer.is_closing():
+            self.peer.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.tunnel.close()
+
+
+class Tunnel:
+    """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
+
+    __slots__ = (
+        "_idle",
+        "_last",
+        "_loop",
+        "_timer",
+        "client",
+        "closed",
+        "on_close",
+        "read_timeout",
+        "started",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        client: asyncio.Transport,
+        upstream: asyncio.Transport,
+        read_timeout: float,
+        on_close: Callable[[Tunnel], None],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.client = TunnelEnd(self, client)
+        self.upstream = TunnelEnd(self, upstream)
+        self.client.peer = upstream
+        self.upstream.peer = client
+        self.read_timeout = read_timeout
+        self.on_close = on_close
+        self.started = time.monotonic()
+        self.closed = False
+        self._last = -1
+        self._idle = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, from_client: bytes, from_upstream: bytes) -> None:
+        """Switch both transports to the tunnel and deliver bytes pipelined after the heads."""
+        for end in (self.client, self.upstream):
+            end.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+            end.transport.set_protocol(end)
+        if from_client:
+            self.client.data_received(from_client)
+        if from_upstream:
+            self.upstream.data_received(from_upstream)
+        for end in (self.client, self.upstream):
+            if not end.transport.is_closing():
+                end.transport.resume_reading()
+        if self.read_timeout > 0:
+            self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
+
+    def _tick(self) -> None:
+        """Close after ``read_timeout`` with no byte either way, as nginx's tunnel does."""
+        moved = self.client.received + self.upstream.received
+        if moved != self._last:
+            self._last = moved
+            self._idle = 0
+        else:
+            self._idle += 1
+            if self._idle >= IDLE_TICKS:
+                self._timer = None
+                self.close()
+                return
+        self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
+
+    def both_closing(self) -> bool:
+        return self.client.closing and self.upstream.closing
+
+    def close(self) -> None:
+        """Close both sides after their buffered bytes are written; report once."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.client.transport.close()
+        self.upstream.transport.close()
+        self.on_close(self)
