@@ -28,11 +28,13 @@ class _Parser(argparse.ArgumentParser):
 def _commands() -> dict[str, tuple[ModuleType, str]]:
     from wsgate import echo
     from wsgate.client import connect, listen
+    from wsgate.proxy import command as proxy
 
     return {
         "echo": (echo, "run the seed's echo server (Node ws server.js)"),
         "connect": (connect, "connect to a WebSocket server (like wscat -c)"),
         "listen": (listen, "accept one WebSocket client and talk to it (like wscat -l)"),
+        "proxy": (proxy, "reverse proxy and load balancer for WebSocket and HTTP (like nginx)"),
     }
 
 
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _wscat_habits(argv: list[str]) -> list[str]:
     """``wsgate -c URL`` and ``wsgate -l PORT`` work as ``wscat -c`` and ``wscat -l`` do."""
-    if argv and argv[0] in ("-c", "--connect") or (argv and argv[0].startswith("--connect=")):
+    if (argv and argv[0] in ("-c", "--connect")) or (argv and argv[0].startswith("--connect=")):
         return ["connect", *argv]
     if argv and argv[0] in ("-l", "--listen"):
         return ["listen", *argv[1:]]
