@@ -26,11 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands() -> dict[str, tuple[ModuleType, str]]:
-    from wsgate import echo
+    from wsgate import echo, up
     from wsgate.client import connect, listen
     from wsgate.proxy import command as proxy
 
     return {
+        "up": (up, "run the seed's whole system: two echo servers behind the proxy"),
         "echo": (echo, "run the seed's echo server (Node ws server.js)"),
         "connect": (connect, "connect to a WebSocket server (like wscat -c)"),
         "listen": (listen, "accept one WebSocket client and talk to it (like wscat -l)"),

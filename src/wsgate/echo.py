@@ -268,7 +268,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
+def port_number(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
     return int(text)
@@ -283,7 +283,7 @@ def _size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=_port, action="append", metavar="PORT",
+    parser.add_argument("--port", type=port_number, action="append", metavar="PORT",
                         help="port to listen on; repeat for several (default: 8010; 0 picks one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; "

@@ -16,7 +16,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from wsgate import runtime
@@ -69,8 +69,13 @@ def url_of(sock: socket.socket, tls: bool) -> str:
 
 
 async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-                       context: ssl.SSLContext | None) -> None:
-    """One worker: accept on every socket until a signal, then drain and return."""
+                       context: ssl.SSLContext | None,
+                       on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """One worker: accept on every socket until a signal, then drain and return.
+
+    ``on_stop`` runs once accepting has stopped and before the drain: ``wsgate up`` closes
+    its echo servers there, so their Close 1001 reaches clients through open tunnels.
+    """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext.build(config)
     servers = []
@@ -86,6 +91,8 @@ async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socke
     await stop.wait()
     for server in servers:
         server.close()
+    if on_stop is not None:
+        await on_stop()
     ctx.draining = True
     for conn in list(ctx.connections):
         if isinstance(conn, ClientConnection):
@@ -104,10 +111,9 @@ def _run_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool
     runtime.run(serve_worker(config, sockets, context))
 
 
-def run(config: ProxyConfig) -> int:
-    """Bind, announce, and serve with ``config.workers`` processes until a signal."""
-    context = tls_context(config)
-    sockets = []
+def bind_all(config: ProxyConfig) -> list[tuple[socket.socket, bool]]:
+    """Every listener's socket (with whether it speaks TLS), or none and a Failure."""
+    sockets: list[tuple[socket.socket, bool]] = []
     try:
         for listener in config.listeners:
             sockets.append((bind(listener), listener.ssl))
@@ -115,6 +121,13 @@ def run(config: ProxyConfig) -> int:
         for sock, _tls in sockets:
             sock.close()
         raise
+    return sockets
+
+
+def run(config: ProxyConfig) -> int:
+    """Bind, announce, and serve with ``config.workers`` processes until a signal."""
+    context = tls_context(config)
+    sockets = bind_all(config)
     for sock, tls in sockets:
         print(f"Listening on {url_of(sock, tls)}")
     sys.stdout.flush()
