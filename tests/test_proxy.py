@@ -357,6 +357,65 @@ def test_slow_reader_is_bounded_and_does_not_slow_others(wsgate: Spawn, tmp_path
         slow.close()
 
 
+def test_a_stalled_reader_is_cut_at_send_timeout(wsgate: Spawn, tmp_path: Path) -> None:
+    flood = Flood()
+    _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
+        f"127.0.0.1:{flood.sock.getsockname()[1]}",
+        location='proxy_send_timeout = "1s"\nproxy_read_timeout = "30s"'))
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        slow.sendall(handshake_request())
+        time.sleep(2.5)  # takes nothing: the proxy's writes stall, then it gives up
+        slow.settimeout(5)
+        received = 0
+        while chunk := slow.recv(1 << 20):  # what was buffered, then the close
+            received += len(chunk)
+    flood.stop.set()
+    assert received < 32 * 1024 * 1024
+
+
+def test_half_close_propagates_after_pending_bytes(wsgate: Spawn, tmp_path: Path) -> None:
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(1)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(switching_response())
+            data = b""
+            while chunk := conn.recv(65536):  # until the client's half-close arrives
+                data += chunk
+            seen.append(data)
+            conn.sendall(b"after your EOF")
+
+    threading.Thread(target=serve, daemon=True).start()
+    _proxy, port = start_proxy(wsgate, tmp_path,
+                               simple_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(handshake_request())
+        assert status_of(read_answer(sock, until_close=False)) == 101
+        sock.sendall(b"last words")
+        sock.shutdown(socket.SHUT_WR)
+        rest = read_answer(sock, timeout=5)
+    upstream.close()
+    assert seen == [b"last words"]
+    assert rest == b"after your EOF"
+
+
+def test_ipv6_listener(wsgate: Spawn, tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    _echo, echo_port = start_echo(wsgate)
+    _proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{echo_port}"),
+                               listen='"[::1]:0"')
+    with connect(f"ws://[::1]:{port}/") as ws:
+        ws.send("Hello")
+        assert ws.recv(timeout=5) == SEED + "Hello"
+
+
 # -- plain HTTP ---------------------------------------------------------------------------------
 
 def test_http_get_and_chunked_post_with_keep_alive_reuse(wsgate: Spawn, tmp_path: Path) -> None:

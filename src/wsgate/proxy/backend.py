@@ -75,10 +75,12 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.client is not None:
             self.client.transport.pause_reading()
+            self.client.stall(1)
 
     def resume_writing(self) -> None:
         if self.client is not None:
             self.client.resume_client_reading()
+            self.client.stall(-1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

@@ -50,6 +50,8 @@ class ClientConnection(asyncio.Protocol):
         self.queue_paused = False
         self.upstream_paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.stalled = 0
+        self.stall_timer: asyncio.TimerHandle | None = None
         # The head being parsed.
         self._url = b""
         self._headers: Headers = []
@@ -144,10 +146,28 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.upstream is not None:
             self.upstream.transport.pause_reading()
+        self.stall(1)
 
     def resume_writing(self) -> None:
         if self.upstream is not None and not self.upstream.transport.is_closing():
             self.upstream.transport.resume_reading()
+        self.stall(-1)
+
+    def stall(self, change: int) -> None:
+        """nginx's send_timeout (client side) and proxy_send_timeout (upstream side) in
+        one: a peer that takes no byte for that long loses the connection."""
+        self.stalled += change
+        timeout = self.route.location.send_timeout if self.route is not None else 0
+        if self.stalled > 0 and self.stall_timer is None and timeout > 0:
+            self.stall_timer = self.loop.call_later(timeout, self._stall_timeout)
+        elif self.stalled == 0 and self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+
+    def _stall_timeout(self) -> None:
+        self.stall_timer = None
+        self._drop_upstream()
+        self._close()
 
     # -- parser callbacks: only queue ---------------------------------------------------------
 
@@ -419,7 +439,12 @@ class ClientConnection(asyncio.Protocol):
             if event_kind == "body":
                 pending += value
         self.events.clear()
-        tunnel = Tunnel(self.transport, conn.transport, route.location.read_timeout, closed)
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        location = route.location
+        tunnel = Tunnel(self.transport, conn.transport, location.read_timeout,
+                        location.send_timeout, closed)
         self.upstream = None
         tunnel.start(pending, rest)
 
@@ -500,6 +525,9 @@ class ClientConnection(asyncio.Protocol):
         self.state = State.CLOSED
         self.events.clear()
         self._disarm()
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
         self.transport.close()
 
     def close_idle(self) -> None:

@@ -49,10 +49,12 @@ class TunnelEnd(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.peer.pause_reading()
+        self.tunnel.stall(1)
 
     def resume_writing(self) -> None:
         if not self.peer.is_closing():
             self.peer.resume_reading()
+        self.tunnel.stall(-1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -62,24 +64,15 @@ class TunnelEnd(asyncio.Protocol):
 class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
-    __slots__ = (
-        "_idle",
-        "_last",
-        "_loop",
-        "_timer",
-        "client",
-        "closed",
-        "on_close",
-        "read_timeout",
-        "started",
-        "upstream",
-    )
+    __slots__ = ("_idle", "_last", "_loop", "_stall_timer", "_stalled", "_timer", "client",
+                 "closed", "on_close", "read_timeout", "send_timeout", "started", "upstream")
 
     def __init__(
         self,
         client: asyncio.Transport,
         upstream: asyncio.Transport,
         read_timeout: float,
+        send_timeout: float,
         on_close: Callable[[Tunnel], None],
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,12 +81,15 @@ class Tunnel:
         self.client.peer = upstream
         self.upstream.peer = client
         self.read_timeout = read_timeout
+        self.send_timeout = send_timeout
         self.on_close = on_close
         self.started = time.monotonic()
         self.closed = False
         self._last = -1
         self._idle = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._stalled = 0
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     def start(self, from_client: bytes, from_upstream: bytes) -> None:
         """Switch both transports to the tunnel and deliver bytes pipelined after the heads."""
@@ -124,6 +120,15 @@ class Tunnel:
                 return
         self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
 
+    def stall(self, change: int) -> None:
+        """nginx's send_timeout: a side that takes no byte for that long ends the tunnel."""
+        self._stalled += change
+        if self._stalled > 0 and self._stall_timer is None and self.send_timeout > 0:
+            self._stall_timer = self._loop.call_later(self.send_timeout, self.close)
+        elif self._stalled == 0 and self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
     def both_closing(self) -> bool:
         return self.client.closing and self.upstream.closing
 
@@ -132,8 +137,9 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
         self.client.transport.close()
         self.upstream.transport.close()
         self.on_close(self)
