@@ -1,11 +1,255 @@
-"""Placeholder, being written."""
+"""Connect to a WebSocket server and talk to it, like ``wscat -c URL``.
+
+On a terminal: "Connected (press CTRL+C to quit)", a "> " prompt with history, incoming
+messages as "< msg" above the line being typed. When stdin is not a terminal (pipe mode),
+every input line is one message and every message received is one bare stdout line
+(status lines go to stderr, or nowhere with -q); at end of input wsgate waits --wait
+seconds, sends Close 1000, and keeps printing until the close handshake is over, so the
+replies to everything sent are printed before it exits.
+
+Binary messages received are shown as hex ("< [binary, 5 bytes] 68 65 6c 6c 6f") on a
+terminal, and written raw, followed by a newline, to stdout in pipe mode.
+
+Exit status: 0 after a clean close (1000, 1001, 1005, or a close you asked for), 1 when
+the connection fails or closes abnormally (one "error: ..." line on stderr), 2 for
+usage errors.
+"""
+
+from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from wsgate import runtime
+from wsgate.client.console import (
+    Console,
+    PipeConsole,
+    TerminalConsole,
+    default_history_path,
+    is_terminal,
+    wants_color,
+)
+from wsgate.client.dial import DialOptions, dial
+from wsgate.client.failures import closed_abnormally
+from wsgate.client.options import (
+    backoff,
+    basic_auth,
+    format_close,
+    normalize_proxy,
+    normalize_url,
+    parse_header,
+    parse_seconds,
+    parse_wait,
+)
+from wsgate.client.session import OnEof, SessionOptions, talk
+from wsgate.client.tls import PROMPT, build_context
+from wsgate.errors import Failure, UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    """wscat's connect flags (same names and meanings) and wsgate's own additions."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("url", nargs="?", metavar="URL",
+                        help="ws:// or wss:// URL (no scheme means ws://)")
+    parser.add_argument("-c", "--connect", metavar="URL", dest="connect_url",
+                        help="the URL, as wscat takes it")
+    wscat = parser.add_argument_group("wscat options")
+    wscat.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
+                       help="set an HTTP header; repeat to set several")
+    wscat.add_argument("--auth", metavar="USER:PASSWORD",
+                       help="add a basic HTTP authentication header")
+    wscat.add_argument("-o", "--origin", help="the Origin header")
+    wscat.add_argument("--host", help="the Host header")
+    wscat.add_argument("-s", "--subprotocol", action="append", default=[], metavar="PROTOCOL",
+                       help="a subprotocol to offer; repeat to offer several")
+    wscat.add_argument("-p", "--protocol", metavar="VERSION",
+                       help="WebSocket protocol version (only 13 is supported)")
+    wscat.add_argument("-n", "--no-check", action="store_false", dest="check",
+                       help="do not check the server's TLS certificate")
+    wscat.add_argument("--ca", metavar="FILE", help="trust this CA (PEM) instead of the system's")
+    wscat.add_argument("--cert", metavar="FILE", help="client certificate (PEM)")
+    wscat.add_argument("--key", metavar="FILE", help="the client certificate's key (PEM)")
+    wscat.add_argument("--passphrase", nargs="?", const=PROMPT, metavar="PASSPHRASE",
+                       help="the key's passphrase; asked for on the terminal if no value")
+    wscat.add_argument("-x", "--execute", action="append", default=[], metavar="MESSAGE",
+                       help="send MESSAGE after connecting (repeat to send several, in "
+                            "order), then close after --wait seconds")
+    wscat.add_argument("-w", "--wait", metavar="SECONDS",
+                       help="seconds to wait after -x (default 2) or after the end of piped "
+                            "input (default 0) before closing; -1 holds the connection open")
+    wscat.add_argument("--slash", action="store_true",
+                       help="slash commands: /ping [data], /pong [data], /close [code [reason]]")
+    wscat.add_argument("-P", "--show-ping-pong", action="store_true",
+                       help="print a line for every ping and pong received")
+    wscat.add_argument("-L", "--location", action="store_true", help="follow redirects")
+    wscat.add_argument("--max-redirects", type=int, default=10, metavar="N",
+                       help="with -L, follow at most N redirects (default 10)")
+    wscat.add_argument("--proxy", metavar="[PROTOCOL://]HOST[:PORT]",
+                       help="connect through an HTTP proxy (CONNECT method)")
+    wscat.add_argument("--no-color", action="store_true", help="run without colour")
+    more = parser.add_argument_group("wsgate options")
+    more.add_argument("-b", "--binary", action="store_true",
+                      help="send lines as binary frames (binary messages received are "
+                           "hex on a terminal, raw bytes plus a newline in pipe mode)")
+    more.add_argument("--json", action="store_true",
+                      help="pretty-print incoming JSON messages (others are shown as is)")
+    more.add_argument("--ping-interval", default="0", metavar="SECONDS",
+                      help="send a ping every SECONDS (default 0: never)")
+    more.add_argument("--reconnect", action="store_true",
+                      help="retry after a failed connect or when the server ends the "
+                           "connection with a code other than 1000 (0.5 s, doubling up "
+                           "to 30 s)")
+    more.add_argument("--timeout", default="10", metavar="SECONDS",
+                      help="give up opening the connection after SECONDS (default 10)")
+    more.add_argument("--history-file", metavar="FILE",
+                      help="where the prompt keeps its history (default "
+                           "$XDG_STATE_HOME/wsgate/history; '' keeps none)")
+    more.add_argument("-q", "--quiet", action="store_true",
+                      help="pipe mode: no status lines on stderr (errors still are)")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    dial: DialOptions
+    session: SessionOptions
+    reconnect: bool
+    interactive: bool
+    color: bool
+    quiet: bool
+    history_file: str | None
+    json: bool
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Check every flag before touching the network: a usage error is exit 2, one line."""
+    if args.url and args.connect_url:
+        raise UsageError("give the URL once (either URL or -c URL)")
+    raw_url = args.url or args.connect_url
+    if not raw_url:
+        raise UsageError("a URL is needed: wsgate connect URL (or -c URL)")
+    url = normalize_url(raw_url)
+    if args.protocol is not None and args.protocol.strip() != "13":
+        raise UsageError(f"bad --protocol {args.protocol} (only version 13 is supported)")
+    headers = [parse_header(text) for text in args.header]
+    if args.auth is not None:
+        headers.append(("Authorization", basic_auth(args.auth)))
+    if args.host is not None:
+        headers.append(("Host", args.host))
+    if args.max_redirects < 0:
+        raise UsageError(f"bad --max-redirects {args.max_redirects} (expected 0 or more)")
+    ping_interval = parse_seconds(args.ping_interval, "--ping-interval")
+    timeout = parse_seconds(args.timeout, "--timeout", allow_zero=False)
+    execute = tuple(args.execute)
+    default_wait = 2.0 if execute else 0.0  # wscat's -x default; piped input: none
+    wait = parse_wait(args.wait) if args.wait is not None else default_wait
+    interactive = not execute and is_terminal()
+    context = build_context(ca=args.ca, cert=args.cert, key=args.key,
+                            passphrase=args.passphrase, check=args.check)
+    history: str | None = args.history_file
+    if history is None:
+        history = str(default_history_path())
+    return _Plan(
+        dial=DialOptions(
+            url=url,
+            headers=headers,
+            origin=args.origin,
+            subprotocols=list(args.subprotocol),
+            ssl=context,
+            proxy=normalize_proxy(args.proxy) if args.proxy is not None else None,
+            follow_redirects=args.location,
+            max_redirects=args.max_redirects,
+            timeout=timeout,
+            ping_interval=ping_interval or None,
+        ),
+        session=SessionOptions(
+            binary=args.binary,
+            slash=args.slash,
+            show_ping_pong=args.show_ping_pong,
+            execute=execute,
+            wait=0.0 if interactive else wait,
+            on_eof=OnEof.CLOSE,
+        ),
+        reconnect=args.reconnect,
+        interactive=interactive,
+        color=wants_color(args.no_color),
+        quiet=args.quiet,
+        history_file=history or None,
+        json=args.json,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    logging.getLogger("websockets").addHandler(logging.NullHandler())
+    return runtime.run(_main(plan))
+
+
+async def _main(plan: _Plan) -> int:
+    console: Console
+    if plan.interactive:
+        console = TerminalConsole(color=plan.color, history_file=plan.history_file,
+                                  json_pretty=plan.json)
+    else:
+        console = PipeConsole(quiet=plan.quiet, read_stdin=not plan.session.execute,
+                              json_pretty=plan.json)
+    async with console:
+        try:
+            return await _connect_loop(plan, console)
+        except asyncio.CancelledError:
+            return 130
+
+
+def _retry(plan: _Plan, code: int) -> bool:
+    """--reconnect retries whenever the server ends the connection other than on purpose.
+
+    1000 and 1005 (a close without a code) are the server meaning to end the session;
+    anything else, 1001 "going away" (a restart) included, is worth coming back after.
+    """
+    return plan.reconnect and code not in (1000, 1005)
+
+
+async def _until_quit(console: Console, seconds: float) -> bool:
+    """Sleep, unless the user quits first; whether they did."""
+    try:
+        await asyncio.wait_for(console.quit.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _connect_loop(plan: _Plan, console: Console) -> int:
+    """Connect, talk, and with --reconnect do it again after failures, backing off."""
+    delays = backoff()
+    while not console.quit.is_set():
+        dialing = asyncio.create_task(dial(plan.dial))
+        quitting = asyncio.create_task(console.quit.wait())
+        await asyncio.wait({dialing, quitting}, return_when=asyncio.FIRST_COMPLETED)
+        quitting.cancel()
+        if not dialing.done():
+            dialing.cancel()
+            return 0
+        try:
+            connection = dialing.result()
+        except Failure as failure:
+            if not plan.reconnect:
+                raise
+            problem = str(failure)
+        else:
+            delays = backoff()
+            console.status("Connected (press CTRL+C to quit)")
+            console.start_input()
+            ending = await talk(connection, console, plan.session)
+            console.status(format_close(ending.code, ending.reason))
+            problem = closed_abnormally(ending.code, ending.reason)
+            if ending.by_us or console.quit.is_set() or not _retry(plan, ending.code):
+                if ending.ok or console.quit.is_set():
+                    return 0
+                raise Failure(problem)
+        delay = next(delays)
+        console.warn(problem)
+        console.status(f"Reconnecting in {delay:.1f}s")
+        if await _until_quit(console, delay):
+            return 0
     return 0
