@@ -285,3 +285,27 @@ class Terminals:
         for child in self.children:
             if child.isalive():
                 child.terminate(force=True)
+
+
+def start_deaf(loop: LoopThread) -> int:
+    """A server that completes the opening handshake, then ignores everything (even Close)."""
+    from websockets.utils import accept_key
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                       if line.lower().startswith("sec-websocket-key:"))
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept_key(key).encode() + b"\r\n\r\n"
+            )
+            await writer.drain()
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    server: asyncio.Server = loop.run(_start_tcp(handle))
+    port: int = server.sockets[0].getsockname()[1]
+    return port

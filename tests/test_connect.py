@@ -35,6 +35,7 @@ from client_helpers import (
     loop_thread,
     pty_env,
     start_connect_proxy,
+    start_deaf,
     start_http,
     start_silent,
     start_ws_server,
@@ -638,6 +639,18 @@ def test_sigint_in_pipe_mode_closes_cleanly(echo_server: WsServer, wsgate: Spawn
     proc.drain()
     assert proc.popen.returncode == 0
     assert wait_item(echo_server.seen.closes) == (1000, "")
+
+
+def test_a_second_sigint_gives_up_on_the_close_handshake(aio: LoopThread, wsgate: Spawn) -> None:
+    port = start_deaf(aio)
+    proc = wsgate(["connect", f"127.0.0.1:{port}"], stdin=subprocess.PIPE)
+    proc.expect("^Connected", stream="err")
+    proc.signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.signal(signal.SIGINT)
+    _, err = proc.drain()
+    assert proc.popen.returncode == 130
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

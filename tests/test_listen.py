@@ -91,6 +91,14 @@ def test_listen_with_dash_l_and_a_fixed_port(wsgate: Spawn) -> None:
         proc.expect("^fixed$", stream="out")
 
 
+def test_wscat_habit_dash_l(wsgate: Spawn) -> None:
+    proc = wsgate(["-l", "0"], stdin=subprocess.PIPE)
+    match = proc.expect(r"^Listening on port (\d+) ", stream="err")
+    with client(int(match.group(1))) as ws:
+        ws.send("habit")
+        proc.expect("^habit$", stream="out")
+
+
 def test_a_second_client_is_refused_while_one_is_connected(wsgate: Spawn) -> None:
     server, port = start_listen(wsgate)
     with client(port) as first:

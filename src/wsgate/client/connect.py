@@ -1,14 +1,18 @@
-"""Connect to a WebSocket server and talk to it, like ``wscat -c URL``.
+"""Connect to a WebSocket server and talk to it, like wscat -c URL.
 
 On a terminal: "Connected (press CTRL+C to quit)", a "> " prompt with history, incoming
-messages as "< msg" above the line being typed. When stdin is not a terminal (pipe mode),
-every input line is one message and every message received is one bare stdout line
-(status lines go to stderr, or nowhere with -q); at end of input wsgate waits --wait
-seconds, sends Close 1000, and keeps printing until the close handshake is over, so the
-replies to everything sent are printed before it exits.
+messages as "< msg" above the line being typed; CTRL+C, CTRL+D or /close (with --slash)
+close the connection cleanly. When stdin is not a terminal (pipe mode), every input line
+is one message and every message received is one bare stdout line (status lines go to
+stderr, or nowhere with -q); at end of input wsgate waits --wait seconds, sends Close
+1000, and keeps printing until the close handshake is over, so the replies to everything
+sent are printed before it exits. With -x the output is as in pipe mode and stdin is not
+read.
 
 Binary messages received are shown as hex ("< [binary, 5 bytes] 68 65 6c 6c 6f") on a
 terminal, and written raw, followed by a newline, to stdout in pipe mode.
+
+As with wscat, proxies come only from --proxy, never from the environment.
 
 Exit status: 0 after a clean close (1000, 1001, 1005, or a close you asked for), 1 when
 the connection fails or closes abnormally (one "error: ..." line on stderr), 2 for
@@ -28,6 +32,7 @@ from wsgate.client.console import (
     PipeConsole,
     TerminalConsole,
     default_history_path,
+    ensure_standard_fds,
     is_terminal,
     wants_color,
 )
@@ -181,6 +186,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    ensure_standard_fds()
     plan = _plan(args)
     logging.getLogger("websockets").addHandler(logging.NullHandler())
     return runtime.run(_main(plan))

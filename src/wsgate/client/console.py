@@ -42,9 +42,25 @@ def default_history_path() -> Path:
     return base / "wsgate" / "history"
 
 
+def ensure_standard_fds() -> None:
+    """Put /dev/null on stdin/stdout/stderr if the program was started with one closed.
+
+    Otherwise the first socket would get fd 0, 1 or 2, and libuv (uvloop) aborts the
+    process when it closes a descriptor that low.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def is_terminal() -> bool:
     """Whether to be interactive: both ends of the session are a person at a terminal."""
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
 
 
 def wants_color(no_color_flag: bool) -> bool:
@@ -235,9 +251,13 @@ class PipeConsole(Console):
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         pending = b""
-        while True:
+        try:
+            fd: int | None = sys.stdin.fileno()
+        except (AttributeError, ValueError, OSError):  # started with stdin closed
+            fd = None
+        while fd is not None:
             try:
-                chunk = os.read(sys.stdin.fileno(), 65536)
+                chunk = os.read(fd, 65536)
             except OSError:
                 chunk = b""
             if not chunk:
@@ -268,7 +288,7 @@ class PipeConsole(Console):
         return line
 
     def _write(self, data: bytes) -> None:
-        if self._stdout_gone:
+        if self._stdout_gone or sys.stdout is None:
             return
         try:
             sys.stdout.buffer.write(data)
@@ -290,7 +310,13 @@ class PipeConsole(Console):
 
     def status(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=sys.stderr, flush=True)
+            _to_stderr(text)
 
     def warn(self, text: str) -> None:
-        print(f"error: {text}", file=sys.stderr, flush=True)
+        _to_stderr(f"error: {text}")
+
+
+def _to_stderr(line: str) -> None:
+    # print(file=None) would write to stdout: started with stderr closed, say nothing.
+    if sys.stderr is not None:
+        print(line, file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""Accept one WebSocket client at a time and talk to it, like ``wscat -l PORT``.
+"""Accept one WebSocket client at a time and talk to it, like wscat -l PORT.
 
 Prints "Listening on port N (press CTRL+C to quit)" with the port really bound (so port 0
 works), "Client connected", what the client sends as "< msg", and "Disconnected (code:
@@ -31,6 +31,7 @@ from wsgate.client.console import (
     PipeConsole,
     TerminalConsole,
     default_history_path,
+    ensure_standard_fds,
     is_terminal,
     wants_color,
 )
@@ -111,6 +112,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    ensure_standard_fds()
     plan = _plan(args)
     logging.getLogger("websockets").addHandler(logging.NullHandler())
     return runtime.run(_main(plan))
