@@ -196,6 +196,10 @@ def test_binary_json_slash_and_ping_pong(wsgate: Spawn) -> None:
         assert closed.value.rcvd is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "done")
     server.expect(r'^Disconnected \(code: 4002, reason: "done"\)$', stream="err")
+    # The line after /close is kept for the next client.
+    type_line(server, "for the next one")
+    with client(port) as ws:
+        assert ws.recv(timeout=5) == b"for the next one"
 
 
 def test_interactive_listen(terminals: Terminals) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -235,6 +236,8 @@ async def _connect_loop(plan: _Plan, console: Console) -> int:
         quitting.cancel()
         if not dialing.done():
             dialing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Failure):
+                await dialing
             return 0
         try:
             connection = dialing.result()

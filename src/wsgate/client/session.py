@@ -145,27 +145,29 @@ class _Session:
                 if line is None:
                     await self._end_of_input()
                     return
-                await self._line(line)
+                if await self._line(line):
+                    return
 
     async def _end_of_input(self) -> None:
         if self.options.on_eof is OnEof.CLOSE:
             await self._linger()
             await self._close(1000, "")
 
-    async def _line(self, line: Line) -> None:
+    async def _line(self, line: Line) -> bool:
+        """Send or run one line; whether it closed the connection (then read no more)."""
         if self.options.slash:
             text = line if isinstance(line, str) else line.decode("utf-8", "replace")
             try:
                 command = parse_slash(text)
             except SlashError as error:
                 self.console.warn(str(error))
-                return
+                return False
             if command is not None:
-                await self._slash(command)
-                return
+                return await self._slash(command)
         await self._send(line)
+        return False
 
-    async def _slash(self, command: Ping | Pong | CloseCommand) -> None:
+    async def _slash(self, command: Ping | Pong | CloseCommand) -> bool:
         if isinstance(command, Ping):
             try:
                 await self.connection.ping(command.data)
@@ -175,6 +177,8 @@ class _Session:
             await self.connection.pong(command.data)
         else:
             await self._close(command.code, command.reason)
+            return True
+        return False
 
     async def _send(self, line: Line) -> None:
         if self.options.binary:
