@@ -42,10 +42,16 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            offset = upgrade.args[0]
-            self.client.upstream_switched(self, data[offset:])
+            # The client may have let go in a callback (a refused 101): then nobody listens.
+            if self.client is not None:
+                self.client.upstream_switched(self, data[upgrade.args[0]:])
+            else:
+                self.transport.close()
         except httptools.HttpParserError:
-            self.client.upstream_failed(self, "invalid response from upstream")
+            if self.client is not None:
+                self.client.upstream_failed(self, "invalid response from upstream")
+            else:
+                self.transport.close()
         if self.skipping:
             self.skipping = False
             self.parser = httptools.HttpResponseParser(self)

@@ -77,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
         self.response_close_delimited = False
         self.bytes_sent = 0
         self.started = 0.0
+        self.started_wall = 0.0
         self.connect_time: float | None = None
         self.header_time: float | None = None
         self.upgrade_pending: list[bytes] = []
@@ -95,7 +96,9 @@ class ClientConnection(asyncio.Protocol):
         self.server_port: int = local[1]
         self.trusted = self.ctx.config.trusts(self.remote_addr)
         self.ctx.connections.add(self)
-        self._arm(self.ctx.config.keepalive_timeout, self._idle_timeout)
+        # nginx: a new connection gets client_header_timeout to start its first request, so
+        # one that never sends a byte is not held for keepalive_timeout.
+        self._arm(self.ctx.config.client_header_timeout, self._idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state is State.ACTIVE:
@@ -115,6 +118,9 @@ class ClientConnection(asyncio.Protocol):
         if not self._in_head and self.state is State.IDLE and not self.events:
             self._in_head = True
             self._head_bytes = 0
+            # A head refused before it is complete is logged from its first byte, as nginx.
+            self.started = time.monotonic()
+            self.started_wall = time.time()
             self._arm(self.ctx.config.client_header_timeout, self._head_timeout)
         if self._in_head:
             self._head_bytes += len(data)
@@ -130,7 +136,9 @@ class ClientConnection(asyncio.Protocol):
             self._reject(cause if isinstance(cause, HeadError) else HeadError(400, "bad request"))
             return
         except httptools.HttpParserError as error:
-            version = "version" in str(error).lower()
+            # Only a well-formed but unknown version ("HTTP/1.2") is a 505; llhttp's other
+            # version messages ("Expected CRLF after version") are about a malformed line.
+            version = "invalid http version" in str(error).lower()
             self._reject(HeadError(505 if version else 400, "malformed request"))
             return
         if self._in_head:
@@ -378,6 +386,9 @@ class ClientConnection(asyncio.Protocol):
                                                               headers))
                 return
             self.keep_alive = False  # the client's pipelined bytes were meant for a tunnel
+        if status == 101 and self.upgrade_key is None:
+            self._reject(HeadError(502, "upstream switched protocols unasked"))
+            return
         if 100 <= status < 200:
             self.transport.write(http1.serialize_response(status, http1.reason_phrase(status),
                                                           headers))
@@ -503,6 +514,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.state = State.IDLE
         self.head = None
+        self.response_started = False  # so the next request can still get an error page
         self._arm(self.ctx.config.keepalive_timeout, self._idle_timeout)
         self._pump()
 
