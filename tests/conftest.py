@@ -41,7 +41,8 @@ class Proc:
         self.argv = list(argv)
         self.popen = subprocess.Popen(
             self.argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd=cwd, text=True, bufsize=1, start_new_session=True,
+            env=env, cwd=cwd, text=True, errors="replace", bufsize=1,
+            start_new_session=True,
         )
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.out: list[str] = []

@@ -139,14 +139,14 @@ class Recorder:
         lower = head.lower()
         if b"transfer-encoding: chunked" in lower:
             while not buffer.endswith(b"0\r\n\r\n"):
-                buffer += conn.recv(65536)
+                buffer += _more(conn)
             self.bodies.append(buffer)
             return b""
         for line in lower.split(b"\r\n"):
             if line.startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
                 while len(buffer) < length:
-                    buffer += conn.recv(65536)
+                    buffer += _more(conn)
                 self.bodies.append(buffer[:length])
                 return buffer[length:]
         return buffer
@@ -161,6 +161,13 @@ class Recorder:
         self.sock.close()
         for conn in self._open:
             conn.close()
+
+
+def _more(conn: socket.socket) -> bytes:
+    chunk = conn.recv(65536)
+    if not chunk:
+        raise ConnectionError("closed in the middle of a body")
+    return chunk
 
 
 def ok_response(body: bytes = b"hello", extra: bytes = b"") -> Callable[[bytes], bytes]:

@@ -55,11 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _wscat_habits(argv: list[str]) -> list[str]:
-    """``wsgate -c URL`` and ``wsgate -l PORT`` work as ``wscat -c`` and ``wscat -l`` do."""
-    if (argv and argv[0] in ("-c", "--connect")) or (argv and argv[0].startswith("--connect=")):
-        return ["connect", *argv]
-    if argv and argv[0] in ("-l", "--listen"):
-        return ["listen", *argv[1:]]
+    """``wsgate [OPTIONS] -c URL`` and ``wsgate -l PORT`` work as ``wscat`` does: wscat's
+    ``-c``/``-l`` anywhere before a subcommand pick ``connect`` or ``listen``."""
+    if not argv or argv[0] in _commands() or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    for index, arg in enumerate(argv):
+        if arg in ("-c", "--connect") or arg.startswith("--connect="):
+            return ["connect", *argv]
+        if arg in ("-l", "--listen"):
+            return ["listen", *argv[:index], *argv[index + 1:]]
+        if arg.startswith("--listen="):
+            return ["listen", *argv[:index], arg.partition("=")[2], *argv[index + 1:]]
     return argv
 
 

@@ -33,7 +33,6 @@ from wsgate.client.console import (
     PipeConsole,
     TerminalConsole,
     default_history_path,
-    ensure_standard_fds,
     is_terminal,
     wants_color,
 )
@@ -187,7 +186,6 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    ensure_standard_fds()
     plan = _plan(args)
     logging.getLogger("websockets").addHandler(logging.NullHandler())
     return runtime.run(_main(plan))

@@ -42,22 +42,6 @@ def default_history_path() -> Path:
     return base / "wsgate" / "history"
 
 
-def ensure_standard_fds() -> None:
-    """Put /dev/null on stdin/stdout/stderr if the program was started with one closed.
-
-    Otherwise the first socket would get fd 0, 1 or 2, and libuv (uvloop) aborts the
-    process when it closes a descriptor that low.
-    """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
 def is_terminal() -> bool:
     """Whether to be interactive: both ends of the session are a person at a terminal."""
     return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
