@@ -18,9 +18,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    from client_helpers import Terminals
 
 PEERS = Path(__file__).parent / "peers"
 
@@ -210,3 +213,13 @@ def run_held_open(argv: Sequence[str], timeout: float = 20) -> subprocess.Comple
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.fixture
+def terminals(tmp_path: Path) -> Iterator[Terminals]:
+    """``wsgate`` at pseudo-terminals (interactive sessions), killed at teardown."""
+    from client_helpers import Terminals
+
+    pool = Terminals(tmp_path)
+    yield pool
+    pool.close()

@@ -66,13 +66,6 @@ def echo_server(aio: LoopThread) -> Iterator[WsServer]:
     stop_ws_server(aio, server)
 
 
-@pytest.fixture
-def terminals(tmp_path: Path) -> Iterator[Terminals]:
-    pool = Terminals(tmp_path)
-    yield pool
-    pool.close()
-
-
 def lines(text: str) -> list[str]:
     return text.splitlines()
 

@@ -10,8 +10,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pexpect
 import pytest
@@ -20,13 +18,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from client_helpers import Terminals
 from conftest import Proc, Spawn, run_wsgate
-
-
-@pytest.fixture
-def terminals(tmp_path: Path) -> Iterator[Terminals]:
-    pool = Terminals(tmp_path)
-    yield pool
-    pool.close()
 
 
 def start_listen(wsgate: Spawn, *extra: str) -> tuple[Proc, int]:
