@@ -27,6 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _commands() -> dict[str, tuple[ModuleType, str]]:
     from wsgate import echo, up
+    from wsgate.bench import command as bench
     from wsgate.client import connect, listen
     from wsgate.proxy import command as proxy
 
@@ -36,6 +37,7 @@ def _commands() -> dict[str, tuple[ModuleType, str]]:
         "connect": (connect, "connect to a WebSocket server (like wscat -c)"),
         "listen": (listen, "accept one WebSocket client and talk to it (like wscat -l)"),
         "proxy": (proxy, "reverse proxy and load balancer for WebSocket and HTTP (like nginx)"),
+        "bench": (bench, "load a WebSocket echo service and measure it (like thor or tcpkali)"),
     }
 
 

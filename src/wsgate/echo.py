@@ -32,6 +32,9 @@ from wsgate import runtime
 from wsgate.errors import Failure, UsageError
 
 SEED_PREFIX = "Server received from client: "
+BACKLOG = 4096
+"""Pending connections the kernel queues: a handshake storm must not overflow it."""
+
 SHUTDOWN_GRACE = 2.0
 """How long clients get to answer the Close 1001 before the process exits anyway."""
 
@@ -197,6 +200,7 @@ class EchoServer:
                 server = await ws_create_server(
                     self._listener_for, host, port,
                     max_frame_size=self.options.max_size, logger_name="echo",
+                    backlog=BACKLOG,
                 )
             except OSError as error:
                 self.close_listeners()
