@@ -153,6 +153,8 @@ class ProxyConfig:
 
     def trusts(self, address: str) -> bool:
         """Whether X-Forwarded-* headers from a peer at ``address`` may be believed."""
+        if not self.trusted_proxies:
+            return False  # the usual case, and asked once per connection
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:

@@ -314,13 +314,11 @@ class ClientConnection(asyncio.Protocol):
                 conn = pooled
             else:
                 try:
-                    _transport, conn = await asyncio.wait_for(
-                        self.loop.create_connection(
+                    async with asyncio.timeout(location.connect_timeout):
+                        _transport, conn = await self.loop.create_connection(
                             partial(UpstreamConnection, address),
                             peer.config.host, peer.config.port,
-                        ),
-                        location.connect_timeout,
-                    )
+                        )
                 except (TimeoutError, OSError) as error:
                     group.release(peer)
                     group.report_failure(peer, time.monotonic())
