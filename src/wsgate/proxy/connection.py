@@ -424,37 +424,38 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_switched(self, conn: UpstreamConnection, rest: bytes) -> None:
         """The 101 is verified and sent: join the two transports."""
-        assert self.route is not None and self.peer is not None and self.head is not None
+        assert self.route is not None and self.peer is not None
         if self.response_status != 101:
             return
         self._disarm()
         self.state = State.TUNNEL
         conn.client = None
-        route, peer, head = self.route, self.peer, self.head
-        started, started_wall = self.started, self.started_wall
-        connection = self
+        self.upstream = None
+        group, peer, ctx, started = self.route.group, self.peer, self.ctx, self.started
+        entry = self._entry(101, 0, 0)
 
         def closed(tunnel: Tunnel) -> None:
-            route.group.release(peer)
-            connection.ctx.connections.discard(connection)
-            connection._log_entry(
-                head, 101, tunnel.upstream.received, tunnel.client.received, peer,
-                time.monotonic() - started, started_wall,
-            )
+            """One access-log line per WebSocket, at its close, with the bytes each way."""
+            group.release(peer)
+            ctx.connections.discard(tunnel)
+            entry.body_bytes_sent = tunnel.upstream.received
+            entry.bytes_received = tunnel.client.received
+            entry.request_time = entry.upstream_response_time = time.monotonic() - started
+            ctx.access_log.write(entry)
 
         pending = b"".join(self.upgrade_pending)
-        self.upgrade_pending = []
         for event_kind, value in self.events:
             if event_kind == "body":
                 pending += value
-        self.events.clear()
         if self.stall_timer is not None:
             self.stall_timer.cancel()
             self.stall_timer = None
-        location = route.location
+        location = self.route.location
         tunnel = Tunnel(self.transport, conn.transport, location.read_timeout,
                         location.send_timeout, closed)
-        self.upstream = None
+        # From here the tunnel stands alone: this object (parser state, head, queues) goes.
+        ctx.connections.discard(self)
+        ctx.connections.add(tunnel)
         tunnel.start(pending, rest)
 
     def upstream_failed(self, conn: UpstreamConnection, why: str) -> None:
@@ -545,6 +546,11 @@ class ClientConnection(asyncio.Protocol):
         if self.state is State.IDLE and not self._in_head:
             self._close()
 
+    def abort(self) -> None:
+        """For shutdown, once the grace period is over."""
+        self._drop_upstream()
+        self.transport.abort()
+
     # -- timers -----------------------------------------------------------------------------
 
     def _arm(self, seconds: float, callback: Any) -> None:
@@ -590,19 +596,22 @@ class ClientConnection(asyncio.Protocol):
     # -- access log -------------------------------------------------------------------------
 
     def _log(self) -> None:
-        if self.head is None:
-            return
-        self._log_entry(self.head, self.response_status, self.bytes_sent, self.body_received,
-                        self.peer, time.monotonic() - self.started, self.started_wall)
+        if self.head is not None:
+            self.ctx.access_log.write(self._entry(self.response_status, self.bytes_sent,
+                                                  self.body_received))
 
-    def _log_entry(self, head: RequestHead, status: int, sent: int, received: int,
-                   peer: Peer | None, duration: float, wall: float) -> None:
+    def _entry(self, status: int, sent: int, received: int) -> Entry:
+        """The access-log line of the current request, as far as it is known now."""
+        head = self.head
+        assert head is not None
         if head.method == b"-":
             request = "-"
         else:
             request = (f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} "
                        f"HTTP/{head.version}")
-        self.ctx.access_log.write(Entry(
+        duration = time.monotonic() - self.started
+        peer = self.peer
+        return Entry(
             remote_addr=self.remote_addr,
             request=request,
             status=status,
@@ -615,5 +624,5 @@ class ClientConnection(asyncio.Protocol):
             upstream_header_time=self.header_time,
             upstream_response_time=duration if peer is not None else None,
             bytes_received=received,
-            time_local=wall,
-        ))
+            time_local=self.started_wall,
+        )

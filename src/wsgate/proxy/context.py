@@ -6,6 +6,7 @@ opening the log file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from wsgate.proxy.accesslog import AccessLog
 from wsgate.proxy.config import Location, ProxyConfig
@@ -26,13 +27,21 @@ class Route:
     keepalive: int
 
 
+class Open(Protocol):
+    """An open client connection or tunnel, as shutdown sees it."""
+
+    def close_idle(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @dataclass(slots=True)
 class ProxyContext:
     config: ProxyConfig
     routes: list[Route]
     pool: Pool
     access_log: AccessLog
-    connections: set[object] = field(default_factory=set)
+    connections: set[Open] = field(default_factory=set)
     draining: bool = False
 
     @classmethod

@@ -95,14 +95,12 @@ async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socke
         await on_stop()
     ctx.draining = True
     for conn in list(ctx.connections):
-        if isinstance(conn, ClientConnection):
-            conn.close_idle()
+        conn.close_idle()
     deadline = loop.time() + config.shutdown_timeout
     while ctx.connections and loop.time() < deadline:
         await asyncio.sleep(0.05)
     for conn in list(ctx.connections):
-        if isinstance(conn, ClientConnection):
-            conn.transport.abort()
+        conn.abort()
     ctx.pool.close_all()
 
 

@@ -129,6 +129,13 @@ class Tunnel:
             self._stall_timer.cancel()
             self._stall_timer = None
 
+    def close_idle(self) -> None:
+        """For shutdown: a tunnel is never idle in nginx's sense; it runs until the grace
+        period is over (or it ends on its own)."""
+
+    def abort(self) -> None:
+        self.close()
+
     def both_closing(self) -> bool:
         return self.client.closing and self.upstream.closing
 
