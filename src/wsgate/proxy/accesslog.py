@@ -35,8 +35,17 @@ class Entry:
     time_local: float = 0.0
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def _time_local(when: float) -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(when))
+    """nginx's $time_local, formatted once per second (as nginx caches its time strings)."""
+    second = int(when)
+    cached_second, text = _last_second[0]
+    if second != cached_second:
+        text = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
+        _last_second[0] = (second, text)
+    return text
 
 
 def _quote(text: str) -> str:
