@@ -411,7 +411,7 @@ def plot(cells: dict[tuple[int, int, str], Cell], names: list[str], sizes: list[
                 values = [cells[(size, c, name)].median(metric) if (size, c, name) in cells
                           else 0 for c in connections]
                 axis.bar([x + index * width for x in range(len(connections))], values, width,
-                         label=name)
+                         label=name, color=f"C{names.index(name)}")  # one colour per target
             axis.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(connections))],
                             [f"{c} conn" for c in connections])
             axis.set_title(f"{size} B messages")
