@@ -48,7 +48,7 @@ from wsgate.client.options import (
     parse_seconds,
     parse_wait,
 )
-from wsgate.client.session import OnEof, SessionOptions, talk
+from wsgate.client.session import OnEof, SessionOptions, add_session_arguments, talk
 from wsgate.client.tls import PROMPT, build_context
 from wsgate.errors import Failure, UsageError
 
@@ -84,35 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wscat.add_argument("-w", "--wait", metavar="SECONDS",
                        help="seconds to wait after -x (default 2) or after the end of piped "
                             "input (default 0) before closing; -1 holds the connection open")
-    wscat.add_argument("--slash", action="store_true",
-                       help="slash commands: /ping [data], /pong [data], /close [code [reason]]")
-    wscat.add_argument("-P", "--show-ping-pong", action="store_true",
-                       help="print a line for every ping and pong received")
     wscat.add_argument("-L", "--location", action="store_true", help="follow redirects")
     wscat.add_argument("--max-redirects", type=int, default=10, metavar="N",
                        help="with -L, follow at most N redirects (default 10)")
     wscat.add_argument("--proxy", metavar="[PROTOCOL://]HOST[:PORT]",
                        help="connect through an HTTP proxy (CONNECT method)")
-    wscat.add_argument("--no-color", action="store_true", help="run without colour")
     more = parser.add_argument_group("wsgate options")
-    more.add_argument("-b", "--binary", action="store_true",
-                      help="send lines as binary frames (binary messages received are "
-                           "hex on a terminal, raw bytes plus a newline in pipe mode)")
-    more.add_argument("--json", action="store_true",
-                      help="pretty-print incoming JSON messages (others are shown as is)")
-    more.add_argument("--ping-interval", default="0", metavar="SECONDS",
-                      help="send a ping every SECONDS (default 0: never)")
     more.add_argument("--reconnect", action="store_true",
                       help="retry after a failed connect or when the server ends the "
                            "connection with a code other than 1000 (0.5 s, doubling up "
                            "to 30 s)")
     more.add_argument("--timeout", default="10", metavar="SECONDS",
                       help="give up opening the connection after SECONDS (default 10)")
-    more.add_argument("--history-file", metavar="FILE",
-                      help="where the prompt keeps its history (default "
-                           "$XDG_STATE_HOME/wsgate/history; '' keeps none)")
-    more.add_argument("-q", "--quiet", action="store_true",
-                      help="pipe mode: no status lines on stderr (errors still are)")
+    add_session_arguments(wscat, more)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from wsgate.client.console import (
 from wsgate.client.dial import MAX_MESSAGE
 from wsgate.client.observe import WatchedServerConnection
 from wsgate.client.options import format_address, format_close, parse_port, parse_seconds
-from wsgate.client.session import OnEof, SessionOptions, talk
+from wsgate.client.session import OnEof, SessionOptions, add_session_arguments, talk
 from wsgate.errors import Failure, UsageError
 
 
@@ -51,23 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1)")
     parser.add_argument("-s", "--subprotocol", action="append", default=[], metavar="PROTOCOL",
                         help="subprotocols to accept (default: accept the client's first)")
-    parser.add_argument("--slash", action="store_true",
-                        help="slash commands: /ping [data], /pong [data], /close [code [reason]]")
-    parser.add_argument("-P", "--show-ping-pong", action="store_true",
-                        help="print a line for every ping and pong received")
-    parser.add_argument("-b", "--binary", action="store_true",
-                        help="send lines as binary frames (binary messages received are "
-                             "hex on a terminal, raw bytes plus a newline in pipe mode)")
-    parser.add_argument("--json", action="store_true",
-                        help="pretty-print incoming JSON messages (others are shown as is)")
-    parser.add_argument("--ping-interval", default="0", metavar="SECONDS",
-                        help="send a ping every SECONDS (default 0: never)")
-    parser.add_argument("--no-color", action="store_true", help="run without colour")
-    parser.add_argument("--history-file", metavar="FILE",
-                        help="where the prompt keeps its history (default "
-                             "$XDG_STATE_HOME/wsgate/history; '' keeps none)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="pipe mode: no status lines on stderr (errors still are)")
+    add_session_arguments(parser.add_argument_group("wscat options"),
+                          parser.add_argument_group("wsgate options"))
 
 
 @dataclass(frozen=True)

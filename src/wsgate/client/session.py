@@ -8,6 +8,7 @@ and how, so the caller can print wscat's ``Disconnected`` line and pick an exit 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import enum
@@ -31,6 +32,29 @@ from wsgate.client.options import (
 
 Watched = WatchedClientConnection | WatchedServerConnection
 LineSource = Callable[[], Awaitable[Line | None]]
+
+
+def add_session_arguments(wscat: argparse._ActionsContainer,
+                          more: argparse._ActionsContainer) -> None:
+    """The flags of a conversation, the same for ``connect`` and ``listen``: wscat's in
+    ``wscat``, wsgate's additions in ``more``."""
+    wscat.add_argument("--slash", action="store_true",
+                       help="slash commands: /ping [data], /pong [data], /close [code [reason]]")
+    wscat.add_argument("-P", "--show-ping-pong", action="store_true",
+                       help="print a line for every ping and pong received")
+    wscat.add_argument("--no-color", action="store_true", help="run without colour")
+    more.add_argument("-b", "--binary", action="store_true",
+                      help="send lines as binary frames (binary messages received are "
+                           "hex on a terminal, raw bytes plus a newline in pipe mode)")
+    more.add_argument("--json", action="store_true",
+                      help="pretty-print incoming JSON messages (others are shown as is)")
+    more.add_argument("--ping-interval", default="0", metavar="SECONDS",
+                      help="send a ping every SECONDS (default 0: never)")
+    more.add_argument("--history-file", metavar="FILE",
+                      help="where the prompt keeps its history (default "
+                           "$XDG_STATE_HOME/wsgate/history; '' keeps none)")
+    more.add_argument("-q", "--quiet", action="store_true",
+                      help="pipe mode: no status lines on stderr (errors still are)")
 
 
 class OnEof(enum.Enum):
