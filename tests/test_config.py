@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from wsgate.errors import UsageError
+from wsgate.proxy.accesslog import AccessLog
 from wsgate.proxy.config import (
     DEFAULT_SET_HEADERS,
     AccessLogConfig,
@@ -26,6 +27,7 @@ from wsgate.proxy.config import (
     from_flags,
     load,
 )
+from wsgate.proxy.context import ProxyContext
 from wsgate.proxy.upstreams import ServerConfig
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -324,17 +326,23 @@ proxy_pass = "http://[::1]:9001"
     assert list(config.upstreams) == ["websocket", "127.0.0.1:9000", "[::1]:9001"]
 
 
-def test_location_for_is_the_longest_prefix(folder: Path) -> None:
+def test_routes_take_the_longest_prefix(folder: Path) -> None:
     config = load_text(folder, LISTEN + UPSTREAM + """
 [location."/api"]
 proxy_pass = "websocket"
 [location."/api/v2/"]
 proxy_pass = "127.0.0.1:9000"
 """)
-    assert config.location_for("/api/v2/x") == config.locations[0]
-    assert config.location_for("/api/v1") == config.locations[1]
-    assert config.location_for("/apix") == config.locations[1]
-    assert config.location_for("/") is None
+    ctx = ProxyContext.build(config, AccessLog(None, json_format=False))
+
+    def served_by(path: bytes) -> Location | None:
+        route = ctx.route(path)
+        return route.location if route is not None else None
+
+    assert served_by(b"/api/v2/x") == config.locations[0]
+    assert served_by(b"/api/v1") == config.locations[1]
+    assert served_by(b"/apix") == config.locations[1]  # a plain string prefix, as nginx's
+    assert served_by(b"/") is None
 
 
 def test_trusts(folder: Path) -> None:

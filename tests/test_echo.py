@@ -235,3 +235,13 @@ def test_real_wscat_against_wsgate_echo(wsgate: Spawn, wscat: list[str]) -> None
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [SEED + "Hello", SEED + "Welcome to www.hi-linux.com"]
     assert result.stderr == ""
+
+
+def test_a_new_message_inside_a_fragmented_one_closes_with_1002(wsgate: Spawn) -> None:
+    _proc, port = start_echo(wsgate, "--raw")
+    with raw_client(port) as (sock, protocol):
+        protocol.send_frame(Frame(Opcode.TEXT, b"frag", fin=False))
+        protocol.send_frame(Frame(Opcode.TEXT, b"new"))
+        sock.sendall(b"".join(protocol.data_to_send()))
+        close = wait_for_frame(sock, protocol, Opcode.CLOSE)
+    assert int.from_bytes(close.data[:2], "big") == 1002

@@ -455,6 +455,130 @@ def test_chunked_response_and_content_length_body_stream_through(wsgate: Spawn,
         recorder.close()
 
 
+class EagerUpstream:
+    """Answers each request as soon as its head arrives, before any body, and keeps every
+    connection open, recording what each one received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.received: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.received.append(b"")
+            threading.Thread(target=self._serve, args=(conn, len(self.received) - 1),
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket, index: int) -> None:
+        with conn:
+            while chunk := conn.recv(65536):
+                self.received[index] += chunk
+                if b"\r\n\r\n" in chunk:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_an_answer_before_the_body_never_smuggles_the_body(wsgate: Spawn,
+                                                          tmp_path: Path) -> None:
+    upstream = EagerUpstream()
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    proxy, port = start_proxy(wsgate, tmp_path,
+                              simple_config(f"127.0.0.1:{upstream.sock.getsockname()[1]}"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as first:
+        first.sendall(b"POST /early HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+                      % len(smuggled))
+        assert status_of(read_answer(first, timeout=1, until_close=False)) == 200
+        first.sendall(smuggled)  # the body, late: it must not become a request
+        assert read_answer(first, timeout=2).endswith(b"") and first.recv(1) == b""
+    answer = exchange(port, b"GET /public HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 200
+    assert len(upstream.received) == 2  # the first upstream connection was not reused
+    assert b"GET /public" in upstream.received[1]
+    assert b"GET /public" not in upstream.received[0]
+    assert "Traceback" not in "\n".join(proxy.err)
+    upstream.sock.close()
+
+
+def test_a_pipelined_request_keeps_the_first_ones_read_timeout(wsgate: Spawn,
+                                                               tmp_path: Path) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (in the kernel) and never answers
+    _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
+        f"127.0.0.1:{silent.getsockname()[1]}", location='proxy_read_timeout = "1s"'))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert status_of(read_answer(sock, timeout=4, until_close=False)) == 504
+        assert time.monotonic() - started < 2.5
+    silent.close()
+
+
+def test_a_client_leaving_during_connect_gives_its_slot_back(wsgate: Spawn,
+                                                            tmp_path: Path) -> None:
+    with socket.socket() as full:  # a full backlog: connecting to it never completes
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(full.getsockname())
+        try:
+            _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
+                f"127.0.0.1:{full.getsockname()[1]} max_conns=1",
+                location='proxy_connect_timeout = "1s"'))
+            with socket.create_connection(("127.0.0.1", port)) as leaving:
+                leaving.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                time.sleep(0.3)  # connecting upstream now; the client goes
+            time.sleep(0.2)
+            started = time.monotonic()
+            answer = exchange(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            # max_conns=1 is free again, so this one tries (and times out), not 502 at once.
+            assert status_of(answer) == 504
+            assert time.monotonic() - started > 0.8
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_http10_clients_get_bodies_without_chunked_framing(wsgate: Spawn,
+                                                          tmp_path: Path) -> None:
+    recorder = Recorder(lambda head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\nhello\r\n0\r\n\r\n")
+    try:
+        _proxy, port = start_proxy(wsgate, tmp_path, simple_config(recorder.address))
+        answer = exchange(port, b"GET / HTTP/1.0\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert status_of(answer) == 200 and body == b"hello"
+        assert b"transfer-encoding" not in head.lower()
+    finally:
+        recorder.close()
+
+
+@pytest.mark.parametrize("path", ["/api/../secret", "/api/%2e%2e/secret", "/api/.%2E/secret",
+                                  "/api/..%2fsecret", "http://other/api/x"])
+def test_paths_that_could_escape_their_location_are_refused(wsgate: Spawn, tmp_path: Path,
+                                                            path: str) -> None:
+    recorder = Recorder(ok_response())
+    try:
+        config = (f'[upstream.api]\nserver = ["{recorder.address}"]\n'
+                  '[location."/api/"]\nproxy_pass = "http://api"\n')
+        _proxy, port = start_proxy(wsgate, tmp_path, config)
+        answer = exchange(port, f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        assert status_of(answer) == 400
+        assert recorder.heads == []
+    finally:
+        recorder.close()
+
+
 # -- TLS ----------------------------------------------------------------------------------------
 
 def test_wss_through_the_proxy(wsgate: Spawn, tmp_path: Path) -> None:

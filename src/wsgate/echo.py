@@ -115,6 +115,11 @@ class EchoListener(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if self._parts:  # RFC 6455 5.4: a new message inside a fragmented one
+                self._parts = []
+                transport.send_close(WSCloseCode.PROTOCOL_ERROR)
+                transport.disconnect()
+                return
             if frame.fin:
                 self._answer(transport, kind, frame.get_payload_as_bytes(), frame.last_in_buffer)
             else:

@@ -12,6 +12,7 @@ import sys
 from wsgate import echo, runtime
 from wsgate.proxy import config as proxy_config
 from wsgate.proxy import server
+from wsgate.proxy.accesslog import AccessLog
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +55,8 @@ async def _up(args: argparse.Namespace) -> None:
     except BaseException:
         await upstream.shutdown()
         raise
-    await server.serve_worker(config, sockets, None, on_stop=upstream.shutdown)
+    await server.serve_worker(config, sockets, None, AccessLog.open(config.access_log),
+                              on_stop=upstream.shutdown)
 
 
 def run(args: argparse.Namespace) -> int:

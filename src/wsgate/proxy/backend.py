@@ -28,7 +28,6 @@ class UpstreamConnection(asyncio.Protocol):
         """The response to HEAD has no body whatever its Content-Length says; llhttp cannot
         be told, so the parser is replaced after its head."""
         self.skipping = False
-        self.used = False
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,6 +56,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
 
     def on_message_begin(self) -> None:
+        if self.client is None:  # more bytes after the response it was asked for
+            self.transport.close()
+            self.lost = True
         self.headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -80,11 +82,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.client is not None:
+            self.client.upstream_paused = True
             self.client.transport.pause_reading()
             self.client.stall(1)
 
     def resume_writing(self) -> None:
         if self.client is not None:
+            self.client.upstream_paused = False
             self.client.resume_client_reading()
             self.client.stall(-1)
 

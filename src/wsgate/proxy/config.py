@@ -143,14 +143,6 @@ class ProxyConfig:
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     source: str = "command line"
 
-    def location_for(self, path: str) -> Location | None:
-        """The location serving ``path``: the longest matching prefix (a plain string prefix,
-        as nginx's, so ``/api`` also matches ``/apix``), or None for a 404."""
-        for location in self.locations:
-            if path.startswith(location.prefix):
-                return location
-        return None
-
     def trusts(self, address: str) -> bool:
         """Whether X-Forwarded-* headers from a peer at ``address`` may be believed."""
         if not self.trusted_proxies:

@@ -47,6 +47,8 @@ class ClientConnection(asyncio.Protocol):
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.state = State.IDLE
         self.events: deque[Event] = deque()
+        self.queued_heads = 0
+        self.queued_bytes = 0
         self.queue_paused = False
         self.upstream_paused = False
         self.timer: asyncio.TimerHandle | None = None
@@ -68,7 +70,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.request_sent = False
-        self.body_started = False
+        self.request_complete = False
         self.body_received = 0
         self.response_started = False
         self.response_status = 0
@@ -102,10 +104,10 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state is State.ACTIVE:
-            self._drop_upstream()
             if not self.response_started:
                 self.response_status = 499  # nginx: the client closed the connection
             self._log()
+            self._drop_upstream()
         self.state = State.CLOSED
         self._disarm()
         self.ctx.connections.discard(self)
@@ -173,9 +175,13 @@ class ClientConnection(asyncio.Protocol):
             self.stall_timer = None
 
     def _stall_timeout(self) -> None:
+        """Abort, not close: a close would wait for the peer that takes nothing."""
         self.stall_timer = None
+        if self.state is State.ACTIVE:
+            self._log()
         self._drop_upstream()
         self._close()
+        self.transport.abort()
 
     # -- parser callbacks: only queue ---------------------------------------------------------
 
@@ -205,11 +211,14 @@ class ClientConnection(asyncio.Protocol):
             version=self.parser.get_http_version(),
             headers=self._headers,
         )
-        self._in_head = False
-        self._disarm()
+        if self._in_head:  # a pipelined head must not disarm the request in flight's timer
+            self._in_head = False
+            self._disarm()
+        self.queued_heads += 1
         self.events.append(("head", (head, self.parser.should_keep_alive())))
 
     def on_body(self, body: bytes) -> None:
+        self.queued_bytes += len(body)
         self.events.append(("body", body))
 
     def on_message_complete(self) -> None:
@@ -225,13 +234,18 @@ class ClientConnection(asyncio.Protocol):
                 if self.state is not State.IDLE:
                     break
                 events.popleft()
+                self.queued_heads -= 1
                 self._begin(*value)
             elif not self.request_sent:
                 break
             else:
                 events.popleft()
+                if kind == "body":
+                    self.queued_bytes -= len(value)
                 self._send_body(kind, value)
-        paused = bool(events)
+        # Reading stops for a pipelined request or a body the upstream is not taking yet,
+        # not for a small waiting tail: reading on is how a client's close is noticed.
+        paused = self.queued_heads > 0 or self.queued_bytes > WRITE_HIGH_WATER
         if paused != self.queue_paused and self.state is not State.CLOSED:
             self.queue_paused = paused
             if paused:
@@ -240,14 +254,14 @@ class ClientConnection(asyncio.Protocol):
                 self.resume_client_reading()
 
     def resume_client_reading(self) -> None:
-        if not self.queue_paused and self.state is not State.CLOSED and self.parser is not None:
+        if (not self.queue_paused and not self.upstream_paused
+                and self.state is not State.CLOSED and self.parser is not None):
             self.transport.resume_reading()
 
     def _send_body(self, kind: str, value: Any) -> None:
         upstream = self.upstream
         assert upstream is not None
         if kind == "body":
-            self.body_started = True
             self.body_received += len(value)
             limit = self.ctx.config.client_max_body_size
             if limit is not None and self.body_received > limit:
@@ -257,8 +271,13 @@ class ClientConnection(asyncio.Protocol):
                 upstream.transport.writelines((b"%x\r\n" % len(value), value, b"\r\n"))
             else:
                 upstream.transport.write(value)
-        elif kind == "end" and self.framing.chunked:
-            upstream.transport.write(b"0\r\n\r\n")
+        elif kind == "end":
+            if self.framing.chunked:
+                upstream.transport.write(b"0\r\n\r\n")
+            self.request_complete = True
+            # proxy_read_timeout runs from here: a slow upload is not the upstream's silence.
+            self.seen_upstream_bytes = upstream.received
+            self._arm(self.route.location.read_timeout if self.route else 0, self._read_timeout)
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -268,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
         self.keep_alive = keep_alive and not self.ctx.draining
         self.started = time.monotonic()
         self.started_wall = time.time()
-        self.request_sent = self.body_started = self.response_started = False
+        self.request_sent = self.request_complete = self.response_started = False
         self.body_received = self.bytes_sent = self.response_status = 0
         self.connect_time = self.header_time = None
         self.upgrade_key = None
@@ -319,6 +338,9 @@ class ClientConnection(asyncio.Protocol):
                             partial(UpstreamConnection, address),
                             peer.config.host, peer.config.port,
                         )
+                except asyncio.CancelledError:
+                    group.release(peer)  # the client left while connecting
+                    raise
                 except (TimeoutError, OSError) as error:
                     group.release(peer)
                     group.report_failure(peer, time.monotonic())
@@ -359,8 +381,6 @@ class ClientConnection(asyncio.Protocol):
         headers = upstream_request_headers(ctx, self.route.set_headers, self.framing, upgrade)
         conn.transport.write(http1.serialize_request(self.head.method, self.head.target, headers))
         self.request_sent = True
-        self.seen_upstream_bytes = conn.received
-        self._arm(self.route.location.read_timeout, self._read_timeout)
         self._pump()
 
     # -- the upstream's answer ---------------------------------------------------------------
@@ -387,16 +407,18 @@ class ClientConnection(asyncio.Protocol):
         if status == 101 and self.upgrade_key is None:
             self._reject(HeadError(502, "upstream switched protocols unasked"))
             return
+        http11 = self.head.version == "1.1"
         if 100 <= status < 200:
-            self.transport.write(http1.serialize_response(status, http1.reason_phrase(status),
-                                                          headers))
+            if http11:  # RFC 9110 15.2: no 1xx to an HTTP/1.0 client
+                self.transport.write(http1.serialize_response(
+                    status, http1.reason_phrase(status), headers))
             return
         framing = http1.response_framing(status, headers, self.head.method)
         close_delimited = framing.length is None and not framing.chunked
         self.response_close_delimited = close_delimited
-        self.response_chunked = framing.chunked or (close_delimited and self.head.version == "1.1")
-        if close_delimited and self.head.version != "1.1":
-            self.keep_alive = False
+        self.response_chunked = http11 and (framing.chunked or close_delimited)
+        if framing.length is None and not http11:
+            self.keep_alive = False  # an HTTP/1.0 client learns the end from the close
         self.response_keep_alive = upstream_keep_alive and self.upgrade_key is None
         self.response_status = status
         self.response_started = True
@@ -416,10 +438,13 @@ class ClientConnection(asyncio.Protocol):
             return  # a 101's end is the tunnel's start; a 1xx's end is not the response's
         if self.response_chunked:
             self.transport.write(b"0\r\n\r\n")
-        request_done = not self.events or self.events[0][0] == "head"
-        reusable = self.response_keep_alive and request_done and not self.response_close_delimited
-        self._release_upstream(reusable)
+        if not self.request_complete:
+            self.keep_alive = False  # the rest of the body would be read as the next request
+        reusable = (self.response_keep_alive and self.request_complete
+                    and not self.response_close_delimited
+                    and conn.transport.get_write_buffer_size() == 0)
         self._log()
+        self._release_upstream(reusable)
         self._finish()
 
     def upstream_switched(self, conn: UpstreamConnection, rest: bytes) -> None:
@@ -459,8 +484,9 @@ class ClientConnection(asyncio.Protocol):
         tunnel.start(pending, rest)
 
     def upstream_failed(self, conn: UpstreamConnection, why: str) -> None:
-        self._drop_upstream()
         if self.response_started:
+            self._log()
+            self._drop_upstream()
             self._close()
         else:
             self._reject(HeadError(502, why))
@@ -478,7 +504,14 @@ class ClientConnection(asyncio.Protocol):
 
     # -- endings ----------------------------------------------------------------------------
 
+    def _forget_upstream_pause(self) -> None:
+        """The upstream's backpressure ends with it, or it would stall the next request."""
+        if self.upstream_paused:
+            self.upstream_paused = False
+            self.stall(-1)
+
     def _release_upstream(self, reusable: bool) -> None:
+        self._forget_upstream_pause()
         conn, peer, route = self.upstream, self.peer, self.route
         self.upstream = None
         if peer is not None and route is not None:
@@ -495,6 +528,7 @@ class ClientConnection(asyncio.Protocol):
             conn.transport.close()
 
     def _drop_upstream(self) -> None:
+        self._forget_upstream_pause()
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
         conn, peer, route = self.upstream, self.peer, self.route
@@ -513,6 +547,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.state = State.IDLE
         self.head = None
+        self.request_sent = False
         self.response_started = False  # so the next request can still get an error page
         self._arm(self.ctx.config.keepalive_timeout, self._idle_timeout)
         self._pump()
@@ -521,7 +556,6 @@ class ClientConnection(asyncio.Protocol):
         """Answer with the proxy's own error (if nothing was sent yet) and close."""
         if self.state is State.CLOSED:
             return
-        self._drop_upstream()
         if not self.response_started:
             extra = [(b"Sec-WebSocket-Version", b"13")] if error.status == 426 else []
             self.response_status = error.status
@@ -530,6 +564,7 @@ class ClientConnection(asyncio.Protocol):
             if self.head is None:
                 self.head = RequestHead(b"-", b"", "1.1", [])
         self._log()
+        self._drop_upstream()
         self._close()
 
     def _close(self) -> None:
@@ -585,10 +620,11 @@ class ClientConnection(asyncio.Protocol):
             self.seen_upstream_bytes = conn.received
             self._arm(self.route.location.read_timeout, self._read_timeout)
             return
-        if self.peer is not None:
+        if self.peer is not None and not self.stalled:
             self.route.group.report_failure(self.peer, time.monotonic())
-        self._drop_upstream()
         if self.response_started:
+            self._log()
+            self._drop_upstream()
             self._close()
         else:
             self._reject(HeadError(504, "upstream timed out"))

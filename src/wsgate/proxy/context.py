@@ -45,13 +45,13 @@ class ProxyContext:
     draining: bool = False
 
     @classmethod
-    def build(cls, config: ProxyConfig) -> ProxyContext:
+    def build(cls, config: ProxyConfig, access_log: AccessLog) -> ProxyContext:
         groups = {
             name: UpstreamGroup(name, upstream.servers, upstream.balance, upstream.consistent)
             for name, upstream in config.upstreams.items()
         }
         routes = []
-        for location in config.locations:
+        for location in config.locations:  # longest prefix first, as config sorts them
             upstream = config.upstreams[location.upstream]
             routes.append(Route(
                 prefix=location.prefix.encode(),
@@ -64,9 +64,7 @@ class ProxyContext:
                 hash_key=compile_template(upstream.hash_key) if upstream.hash_key else None,
                 keepalive=upstream.keepalive,
             ))
-        routes.sort(key=lambda route: len(route.prefix), reverse=True)
-        log = AccessLog.open(config.access_log)
-        return cls(config=config, routes=routes, pool=Pool(), access_log=log)
+        return cls(config=config, routes=routes, pool=Pool(), access_log=access_log)
 
     def route(self, path: bytes) -> Route | None:
         """The longest prefix that matches ``path``, like nginx's prefix ``location``."""

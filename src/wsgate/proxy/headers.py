@@ -106,14 +106,15 @@ def _strip_port(host: bytes) -> bytes:
     return host.rsplit(b":", 1)[0] if b":" in host else host
 
 
+def _tokens(values: list[bytes]) -> frozenset[bytes]:
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
+    )
+
+
 def connection_tokens(head: RequestHead) -> frozenset[bytes]:
     """Header names listed in Connection: each is hop-by-hop for this message."""
-    return frozenset(
-        token.strip().lower()
-        for value in head.get_all(b"connection")
-        for token in value.split(b",")
-        if token.strip()
-    )
+    return _tokens(head.get_all(b"connection"))
 
 
 def upstream_request_headers(
@@ -158,11 +159,7 @@ def upstream_request_headers(
 def client_response_headers(headers: Headers, keep_alive: bool, chunked: bool) -> Headers:
     """An upstream response's headers as the client gets them: hop-by-hop ones replaced by
     this hop's own framing and persistence."""
-    named = frozenset(
-        token.strip().lower()
-        for name, value in headers if name.lower() == b"connection"
-        for token in value.split(b",") if token.strip()
-    )
+    named = _tokens([value for name, value in headers if name.lower() == b"connection"])
     out: Headers = [
         (name, value) for name, value in headers
         if (low := name.lower()) not in HOP_BY_HOP and low not in named

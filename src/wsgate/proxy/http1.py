@@ -17,6 +17,9 @@ _TOKENS = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Z
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _DIGITS = re.compile(rb"^[0-9]+\Z")
 _NONE: list[bytes] = []
+_AMBIGUOUS_PATH = re.compile(rb"(?:^|/)\.\.?(?:/|$)|%2[eEfF]|%5[cC]|\\")
+"""Dot segments, encoded dots and slashes, backslashes: paths a server behind us could
+resolve to another location than the one the proxy matched."""
 
 
 class HeadError(Exception):
@@ -81,6 +84,11 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
     """
     if head.version not in ("1.0", "1.1"):
         raise HeadError(505, f"HTTP version {head.version} is not supported")
+    if not head.target.startswith(b"/") and not (head.target == b"*"
+                                                 and head.method == b"OPTIONS"):
+        raise HeadError(400, "only origin-form request targets are proxied")
+    if _AMBIGUOUS_PATH.search(head.path):
+        raise HeadError(400, "dot segments or encoded separators in the path")
     if head.headers:  # one regex over all names and one over all values, not one per header
         if not _TOKENS.match(b":".join(name for name, _ in head.headers)):
             raise HeadError(400, "invalid header name")
@@ -146,9 +154,7 @@ def reason_phrase(status: int) -> bytes:
         return b"Unknown"
 
 
-def error_response(
-    status: int, extra: Sequence[tuple[bytes, bytes]] = (), close: bool = True
-) -> bytes:
+def error_response(status: int, extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """The proxy's own answer: nginx-style HTML naming nothing internal."""
     phrase = reason_phrase(status)
     body = (
@@ -161,7 +167,6 @@ def error_response(
         (b"Content-Type", b"text/html"),
         (b"Content-Length", str(len(body)).encode()),
         *extra,
+        (b"Connection", b"close"),  # every answer the proxy writes itself ends the connection
     ]
-    if close:
-        headers.append((b"Connection", b"close"))
     return serialize_response(status, phrase, headers) + body

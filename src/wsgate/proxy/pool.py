@@ -29,11 +29,6 @@ class Pool:
         if len(idle) > limit:
             idle.pop(0).transport.close()
 
-    def discard(self, address: str, conn: UpstreamConnection) -> None:
-        idle = self._idle.get(address)
-        if idle and conn in idle:
-            idle.remove(conn)
-
     def close_all(self) -> None:
         for idle in self._idle.values():
             for conn in idle:

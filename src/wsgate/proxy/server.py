@@ -16,11 +16,13 @@ import signal
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from wsgate import runtime
 from wsgate.errors import Failure, UsageError
+from wsgate.proxy.accesslog import AccessLog
 from wsgate.proxy.config import Listener, ProxyConfig
 from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.context import ProxyContext
@@ -69,7 +71,7 @@ def url_of(sock: socket.socket, tls: bool) -> str:
 
 
 async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-                       context: ssl.SSLContext | None,
+                       context: ssl.SSLContext | None, access_log: AccessLog,
                        on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
     """One worker: accept on every socket until a signal, then drain and return.
 
@@ -77,7 +79,7 @@ async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socke
     its echo servers there, so their Close 1001 reaches clients through open tunnels.
     """
     loop = asyncio.get_running_loop()
-    ctx = ProxyContext.build(config)
+    ctx = ProxyContext.build(config, access_log)
     servers = []
     for sock, tls in sockets:
         scheme = "https" if tls else "http"
@@ -105,8 +107,8 @@ async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socke
 
 
 def _run_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-                context: ssl.SSLContext | None) -> None:
-    runtime.run(serve_worker(config, sockets, context))
+                context: ssl.SSLContext | None, access_log: AccessLog) -> None:
+    runtime.run(serve_worker(config, sockets, context, access_log))
 
 
 def bind_all(config: ProxyConfig) -> list[tuple[socket.socket, bool]]:
@@ -125,21 +127,26 @@ def bind_all(config: ProxyConfig) -> list[tuple[socket.socket, bool]]:
 def run(config: ProxyConfig) -> int:
     """Bind, announce, and serve with ``config.workers`` processes until a signal."""
     context = tls_context(config)
+    access_log = AccessLog.open(config.access_log)  # before forking: one error, not N
     sockets = bind_all(config)
     for sock, tls in sockets:
         print(f"Listening on {url_of(sock, tls)}")
     sys.stdout.flush()
     if config.workers <= 1:
-        _run_worker(config, sockets, context)
+        _run_worker(config, sockets, context, access_log)
         return 0
-    return _supervise(config, sockets, context)
+    return _supervise(config, sockets, context, access_log)
+
+
+STARTUP_GRACE = 2.0
+"""A worker that dies sooner than this after its start is broken, not unlucky: no respawn."""
 
 
 def _supervise(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-               context: ssl.SSLContext | None) -> int:
+               context: ssl.SSLContext | None, access_log: AccessLog) -> int:
     """The master: fork the workers, restart one that dies, pass signals on, wait."""
     stopping = False
-    children: set[int] = set()
+    children: dict[int, float] = {}
 
     def spawn() -> None:
         pid = os.fork()
@@ -148,12 +155,13 @@ def _supervise(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _run_worker(config, sockets, context)
-            except BaseException:
+                _run_worker(config, sockets, context, access_log)
+            except BaseException as error:
+                print(f"error: worker {os.getpid()}: {error}", file=sys.stderr, flush=True)
                 status = 1
             finally:
                 os._exit(status)
-        children.add(pid)
+        children[pid] = time.monotonic()
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -166,14 +174,21 @@ def _supervise(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]
     signal.signal(signal.SIGTERM, forward)
     for _ in range(config.workers):
         spawn()
+    status = 0
     while children:
         try:
-            pid, _status = os.wait()
+            pid, _ = os.wait()
         except ChildProcessError:
             break
         except InterruptedError:
             continue
-        children.discard(pid)
-        if not stopping:
-            spawn()
-    return 0
+        started = children.pop(pid, 0.0)
+        if stopping:
+            continue
+        if time.monotonic() - started < STARTUP_GRACE:
+            print("error: a worker exited at start-up; stopping", file=sys.stderr, flush=True)
+            status = 1
+            forward(signal.SIGTERM, None)
+            continue
+        spawn()
+    return status

@@ -10,7 +10,6 @@ per read; it wakes every quarter of ``read_timeout`` and compares byte counts.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 WRITE_HIGH_WATER = 64 * 1024
@@ -65,7 +64,7 @@ class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
     __slots__ = ("_idle", "_last", "_loop", "_stall_timer", "_stalled", "_timer", "client",
-                 "closed", "on_close", "read_timeout", "send_timeout", "started", "upstream")
+                 "closed", "on_close", "read_timeout", "send_timeout", "upstream")
 
     def __init__(
         self,
@@ -83,7 +82,6 @@ class Tunnel:
         self.read_timeout = read_timeout
         self.send_timeout = send_timeout
         self.on_close = on_close
-        self.started = time.monotonic()
         self.closed = False
         self._last = -1
         self._idle = 0
@@ -124,7 +122,7 @@ class Tunnel:
         """nginx's send_timeout: a side that takes no byte for that long ends the tunnel."""
         self._stalled += change
         if self._stalled > 0 and self._stall_timer is None and self.send_timeout > 0:
-            self._stall_timer = self._loop.call_later(self.send_timeout, self.close)
+            self._stall_timer = self._loop.call_later(self.send_timeout, self.abort)
         elif self._stalled == 0 and self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -134,19 +132,24 @@ class Tunnel:
         period is over (or it ends on its own)."""
 
     def abort(self) -> None:
-        self.close()
+        """End now, dropping what is buffered: the peer that stalled will not take it."""
+        self.close(abort=True)
 
     def both_closing(self) -> bool:
         return self.client.closing and self.upstream.closing
 
-    def close(self) -> None:
-        """Close both sides after their buffered bytes are written; report once."""
+    def close(self, abort: bool = False) -> None:
+        """Close both sides after their buffered bytes are written (or at once, with
+        ``abort``); report once."""
         if self.closed:
             return
         self.closed = True
         for timer in (self._timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self.client.transport.close()
-        self.upstream.transport.close()
+        for end in (self.client, self.upstream):
+            if abort:
+                end.transport.abort()
+            else:
+                end.transport.close()
         self.on_close(self)
