@@ -70,7 +70,7 @@ class Echoer(WSListener):
         self.size = plan.size
         self.depth = plan.depth
         self.kind = WSMsgType.BINARY if plan.binary else WSMsgType.TEXT
-        self.filler = b"x" * plan.size
+        self.tail = b"x" * max(0, plan.size - 16)
         self.inflight: deque[tuple[int, bytes]] = deque()
         self.seq = 0
         self.transport: WSTransport | None = None
@@ -89,7 +89,8 @@ class Echoer(WSListener):
     def send(self) -> None:
         assert self.transport is not None
         self.seq += 1
-        payload = (b"%016x" % self.seq + self.filler)[: self.size]
+        marker = b"%016x" % self.seq  # the sequence number: a reply to another message differs
+        payload = marker + self.tail if self.size >= 16 else marker[16 - self.size:]
         self.inflight.append((time.perf_counter_ns(), payload))
         self.transport.send(self.kind, payload)
 
