@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from wsgate import runtime
 from wsgate.client.console import (
     Console,
-    PipeConsole,
-    TerminalConsole,
     default_history_path,
     is_terminal,
+    make_console,
     wants_color,
 )
 from wsgate.client.dial import DialOptions, dial
@@ -176,13 +175,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(plan: _Plan) -> int:
-    console: Console
-    if plan.interactive:
-        console = TerminalConsole(color=plan.color, history_file=plan.history_file,
-                                  json_pretty=plan.json)
-    else:
-        console = PipeConsole(quiet=plan.quiet, read_stdin=not plan.session.execute,
-                              json_pretty=plan.json)
+    console = make_console(interactive=plan.interactive, color=plan.color, quiet=plan.quiet,
+                           history_file=plan.history_file, json_pretty=plan.json,
+                           read_stdin=not plan.session.execute)
     async with console:
         try:
             return await _connect_loop(plan, console)

@@ -304,3 +304,11 @@ def _to_stderr(line: str) -> None:
     # print(file=None) would write to stdout: started with stderr closed, say nothing.
     if sys.stderr is not None:
         print(line, file=sys.stderr, flush=True)
+
+
+def make_console(*, interactive: bool, color: bool, quiet: bool, history_file: str | None,
+                 json_pretty: bool, read_stdin: bool = True) -> Console:
+    """The prompt for a person at a terminal, the line-per-message pipe otherwise."""
+    if interactive:
+        return TerminalConsole(color=color, history_file=history_file, json_pretty=json_pretty)
+    return PipeConsole(quiet=quiet, read_stdin=read_stdin, json_pretty=json_pretty)

@@ -28,10 +28,9 @@ from wsgate import __version__, runtime
 from wsgate.client.console import (
     Console,
     Line,
-    PipeConsole,
-    TerminalConsole,
     default_history_path,
     is_terminal,
+    make_console,
     wants_color,
 )
 from wsgate.client.dial import MAX_MESSAGE
@@ -102,12 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(plan: _Plan) -> int:
-    console: Console
-    if plan.interactive:
-        console = TerminalConsole(color=plan.color, history_file=plan.history_file,
-                                  json_pretty=plan.json)
-    else:
-        console = PipeConsole(quiet=plan.quiet, json_pretty=plan.json)
+    console = make_console(interactive=plan.interactive, color=plan.color, quiet=plan.quiet,
+                           history_file=plan.history_file, json_pretty=plan.json)
     async with console:
         try:
             return await _Listener(plan, console).serve()
