@@ -4,11 +4,12 @@ and a recording upstream that shows exactly what reached it."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,10 +92,7 @@ class Recorder:
     sock: socket.socket = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        self.sock = listening()
         self.port = self.sock.getsockname()[1]
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -173,6 +171,30 @@ def _more(conn: socket.socket) -> bytes:
 def ok_response(body: bytes = b"hello", extra: bytes = b"") -> Callable[[bytes], bytes]:
     return lambda _head: (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s"
                           % (len(body), extra, body))
+
+
+def listening(backlog: int = 64) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 and a free port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock
+
+
+@contextlib.contextmanager
+def stuck_port() -> Iterator[int]:
+    """A port where connecting never completes: its listen backlog is already full."""
+    with listening(backlog=0) as full:
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(full.getsockname())
+        try:
+            yield int(full.getsockname()[1])
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 def closed_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import ssl
@@ -24,11 +23,13 @@ from proxy_helpers import (
     closed_port,
     exchange,
     handshake_request,
+    listening,
     ok_response,
     read_answer,
     simple_config,
     start_proxy,
     status_of,
+    stuck_port,
     switching_response,
 )
 
@@ -185,22 +186,11 @@ def test_all_upstreams_down_is_502(wsgate: Spawn, tmp_path: Path) -> None:
 
 
 def test_upstream_connect_timeout_is_504(wsgate: Spawn, tmp_path: Path) -> None:
-    # A listening socket with a full backlog never completes new connections.
-    with socket.socket() as full:
-        full.bind(("127.0.0.1", 0))
-        full.listen(0)
-        fillers = [socket.socket() for _ in range(4)]
-        for filler in fillers:
-            filler.setblocking(False)
-            filler.connect_ex(full.getsockname())
-        try:
-            _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
-                f"127.0.0.1:{full.getsockname()[1]}", location='proxy_connect_timeout = "0.5s"'))
-            answer = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert status_of(answer) in (502, 504)
-        finally:
-            for filler in fillers:
-                filler.close()
+    with stuck_port() as port_stuck:
+        _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
+            f"127.0.0.1:{port_stuck}", location='proxy_connect_timeout = "0.5s"'))
+        answer = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(answer) in (502, 504)
 
 
 # -- headers ------------------------------------------------------------------------------------
@@ -299,9 +289,7 @@ class Flood:
     what the kernel accepted: with backpressure the count stalls."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
+        self.sock = listening()
         self.sent = 0
         self.stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
@@ -375,9 +363,7 @@ def test_a_stalled_reader_is_cut_at_send_timeout(wsgate: Spawn, tmp_path: Path) 
 
 
 def test_half_close_propagates_after_pending_bytes(wsgate: Spawn, tmp_path: Path) -> None:
-    upstream = socket.socket()
-    upstream.bind(("127.0.0.1", 0))
-    upstream.listen(1)
+    upstream = listening()
     seen: list[bytes] = []
 
     def serve() -> None:
@@ -460,9 +446,7 @@ class EagerUpstream:
     connection open, recording what each one received."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
+        self.sock = listening()
         self.received: list[bytes] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -495,7 +479,8 @@ def test_an_answer_before_the_body_never_smuggles_the_body(wsgate: Spawn,
                       % len(smuggled))
         assert status_of(read_answer(first, timeout=1, until_close=False)) == 200
         first.sendall(smuggled)  # the body, late: it must not become a request
-        assert read_answer(first, timeout=2).endswith(b"") and first.recv(1) == b""
+        read_answer(first, timeout=2)
+        assert first.recv(1) == b""  # closed: the late body is not read as a request
     answer = exchange(port, b"GET /public HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert status_of(answer) == 200
     assert len(upstream.received) == 2  # the first upstream connection was not reused
@@ -507,9 +492,7 @@ def test_an_answer_before_the_body_never_smuggles_the_body(wsgate: Spawn,
 
 def test_a_pipelined_request_keeps_the_first_ones_read_timeout(wsgate: Spawn,
                                                                tmp_path: Path) -> None:
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)  # accepts (in the kernel) and never answers
+    silent = listening()  # accepts (in the kernel) and never answers
     _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
         f"127.0.0.1:{silent.getsockname()[1]}", location='proxy_read_timeout = "1s"'))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -524,29 +507,18 @@ def test_a_pipelined_request_keeps_the_first_ones_read_timeout(wsgate: Spawn,
 
 def test_a_client_leaving_during_connect_gives_its_slot_back(wsgate: Spawn,
                                                             tmp_path: Path) -> None:
-    with socket.socket() as full:  # a full backlog: connecting to it never completes
-        full.bind(("127.0.0.1", 0))
-        full.listen(0)
-        fillers = [socket.socket() for _ in range(4)]
-        for filler in fillers:
-            filler.setblocking(False)
-            filler.connect_ex(full.getsockname())
-        try:
-            _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
-                f"127.0.0.1:{full.getsockname()[1]} max_conns=1",
-                location='proxy_connect_timeout = "1s"'))
-            with socket.create_connection(("127.0.0.1", port)) as leaving:
-                leaving.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-                time.sleep(0.3)  # connecting upstream now; the client goes
-            time.sleep(0.2)
-            started = time.monotonic()
-            answer = exchange(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-            # max_conns=1 is free again, so this one tries (and times out), not 502 at once.
-            assert status_of(answer) == 504
-            assert time.monotonic() - started > 0.8
-        finally:
-            for filler in fillers:
-                filler.close()
+    with stuck_port() as port_stuck:
+        _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
+            f"127.0.0.1:{port_stuck} max_conns=1", location='proxy_connect_timeout = "1s"'))
+        with socket.create_connection(("127.0.0.1", port)) as leaving:
+            leaving.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            time.sleep(0.3)  # connecting upstream now; the client goes
+        time.sleep(0.2)
+        started = time.monotonic()
+        answer = exchange(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        # max_conns=1 is free again, so this one tries (and times out), not 502 at once.
+        assert status_of(answer) == 504
+        assert time.monotonic() - started > 0.8
 
 
 def test_http10_clients_get_bodies_without_chunked_framing(wsgate: Spawn,
@@ -758,6 +730,5 @@ def test_up_runs_the_seed_topology(up: tuple[Proc, int]) -> None:
 
 
 def test_wsgate_command_is_installed() -> None:
-    assert os.path.exists(wsgate_command()[0]) or wsgate_command()[0].endswith("python")
     assert subprocess.run([*wsgate_command(), "--version"], capture_output=True,
                           text=True, timeout=20).stdout.startswith("wsgate ")

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Literal, NoReturn, TypeVar
 
 from wsgate.errors import UsageError
-from wsgate.proxy.headers import VARIABLES
+from wsgate.proxy.headers import VARIABLE, VARIABLES
 from wsgate.proxy.upstreams import ServerConfig
 
 __all__ = [
@@ -212,7 +212,6 @@ _HOST_NAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
 )
-_VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _TIME_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)\s*")
 _SIZE = re.compile(r"(\d+)([kKmMgG]?)")
@@ -616,7 +615,7 @@ def _template(value: str) -> str:
         _fail("must not contain CR, LF or NUL")
     position = 0
     while (dollar := value.find("$", position)) >= 0:
-        match = _VARIABLE.match(value, dollar)
+        match = VARIABLE.match(value, dollar)
         if match is None:
             _fail(f'a "$" must start a variable like $host, got {_show(value)}')
         name = match[1] or match[2]

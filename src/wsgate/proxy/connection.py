@@ -309,7 +309,8 @@ class ClientConnection(asyncio.Protocol):
 
     async def _connect(self, route: Route) -> None:
         """Pick a server and connect, trying the next on failure (``proxy_next_upstream``)
-        while nothing has reached the client."""
+        while nothing has reached the client. Anything that ends the request meanwhile
+        cancels this task (``_drop_upstream``), so after an ``await`` it is still wanted."""
         location = route.location
         group = route.group
         assert self.head is not None
@@ -345,18 +346,12 @@ class ClientConnection(asyncio.Protocol):
                     group.release(peer)
                     group.report_failure(peer, time.monotonic())
                     timed_out = isinstance(error, TimeoutError)
-                    if self.state is not State.ACTIVE:
-                        return
                     tries = location.next_upstream_tries
                     if (tries and len(tried) >= tries) or (
                         deadline is not None and time.monotonic() >= deadline
                     ):
                         break
                     continue
-            if self.state is not State.ACTIVE:
-                group.release(peer)
-                conn.transport.close()
-                return
             self.connect_time = time.monotonic() - self.started
             self._attach(conn, peer, ctx)
             return

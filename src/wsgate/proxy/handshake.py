@@ -11,7 +11,7 @@ import binascii
 from websockets.utils import accept_key
 
 from wsgate.proxy.headers import connection_tokens
-from wsgate.proxy.http1 import HeadError, Headers, RequestHead
+from wsgate.proxy.http1 import HeadError, Headers, RequestHead, comma_list
 
 
 def wants_upgrade(head: RequestHead) -> bool:
@@ -25,8 +25,7 @@ def check_request(head: RequestHead) -> bytes:
         raise HeadError(400, "WebSocket handshake must be GET")
     if head.version != "1.1":
         raise HeadError(400, "WebSocket handshake must be HTTP/1.1")
-    upgrades = [v.strip().lower() for v in b",".join(head.get_all(b"upgrade")).split(b",")]
-    if upgrades != [b"websocket"]:
+    if comma_list(head.get_all(b"upgrade")) != [b"websocket"]:
         raise HeadError(400, "Upgrade must be websocket")
     if head.get(b"content-length") not in (None, b"0") or head.get(b"transfer-encoding"):
         raise HeadError(400, "WebSocket handshake with a body")
@@ -61,10 +60,10 @@ def response_is_switch(status: int, headers: Headers, key: bytes) -> bool:
         if low == b"upgrade":
             upgrade = value.strip().lower()
         elif low == b"connection":
-            connection = value.lower()
+            connection = value
         elif low == b"sec-websocket-accept":
             accept = value.strip()
-    if upgrade != b"websocket" or b"upgrade" not in {t.strip() for t in connection.split(b",")}:
+    if upgrade != b"websocket" or b"upgrade" not in comma_list([connection]):
         raise HeadError(502, "upstream 101 without Upgrade: websocket")
     if accept != accept_key(key.decode("ascii")).encode():
         raise HeadError(502, "upstream 101 with a wrong Sec-WebSocket-Accept")

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wsgate.proxy.http1 import BodyFraming, Headers, RequestHead
+from wsgate.proxy.http1 import BodyFraming, Headers, RequestHead, comma_list
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -23,7 +23,8 @@ VARIABLES = frozenset(
     {"host", "http_host", "remote_addr", "remote_port", "scheme", "server_port", "request_uri",
      "uri", "args", "proxy_host", "proxy_add_x_forwarded_for", "proxy_x_forwarded_proto"}
 )
-_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+"""``$name`` or ``${name}``: one syntax for the config's checks and the templates."""
 
 Template = tuple[bytes | str, ...]
 """A header value: literal bytes and variable names, in order."""
@@ -33,7 +34,7 @@ def compile_template(text: str) -> Template:
     """Split ``"$scheme://$host"`` into literals and variable names, once at start-up."""
     parts: list[bytes | str] = []
     position = 0
-    for match in _VARIABLE.finditer(text):
+    for match in VARIABLE.finditer(text):
         if match.start() > position:
             parts.append(text[position:match.start()].encode())
         parts.append(match.group(1) or match.group(2))
@@ -41,12 +42,6 @@ def compile_template(text: str) -> Template:
     if position < len(text):
         parts.append(text[position:].encode())
     return tuple(parts)
-
-
-def unknown_variables(text: str) -> list[str]:
-    """Variables in ``text`` that no request defines (for config validation)."""
-    names = [m.group(1) or m.group(2) for m in _VARIABLE.finditer(text)]
-    return [n for n in names if n not in VARIABLES and not n.startswith("http_")]
 
 
 @dataclass(slots=True)
@@ -106,15 +101,9 @@ def _strip_port(host: bytes) -> bytes:
     return host.rsplit(b":", 1)[0] if b":" in host else host
 
 
-def _tokens(values: list[bytes]) -> frozenset[bytes]:
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
-    )
-
-
 def connection_tokens(head: RequestHead) -> frozenset[bytes]:
     """Header names listed in Connection: each is hop-by-hop for this message."""
-    return _tokens(head.get_all(b"connection"))
+    return frozenset(comma_list(head.get_all(b"connection")))
 
 
 def upstream_request_headers(
@@ -159,7 +148,7 @@ def upstream_request_headers(
 def client_response_headers(headers: Headers, keep_alive: bool, chunked: bool) -> Headers:
     """An upstream response's headers as the client gets them: hop-by-hop ones replaced by
     this hop's own framing and persistence."""
-    named = _tokens([value for name, value in headers if name.lower() == b"connection"])
+    named = frozenset(comma_list([v for name, v in headers if name.lower() == b"connection"]))
     out: Headers = [
         (name, value) for name, value in headers
         if (low := name.lower()) not in HOP_BY_HOP and low not in named

@@ -72,7 +72,9 @@ class BodyFraming:
     length: int | None
 
 
-def _split_list(values: list[bytes]) -> list[bytes]:
+def comma_list(values: list[bytes]) -> list[bytes]:
+    """The lowercased elements of header values that are comma-separated lists (RFC 9110
+    5.6.1: empty elements are ignored)."""
     return [item.strip().lower() for value in values for item in value.split(b",") if item.strip()]
 
 
@@ -108,7 +110,7 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
             raise HeadError(400, "Transfer-Encoding in an HTTP/1.0 request")
         if lengths:
             raise HeadError(400, "both Content-Length and Transfer-Encoding")
-        codings = _split_list(encodings)
+        codings = comma_list(encodings)
         if codings != [b"chunked"]:
             raise HeadError(400, "Transfer-Encoding other than a final chunked")
         return BodyFraming(chunked=True, length=None)
@@ -126,7 +128,7 @@ def response_framing(status: int, headers: Headers, request_method: bytes) -> Bo
     """How an upstream response's body ends (RFC 9112 6.3); length None means at close."""
     if request_method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
         return BodyFraming(chunked=False, length=0)
-    codings = _split_list([v for k, v in headers if k.lower() == b"transfer-encoding"])
+    codings = comma_list([v for k, v in headers if k.lower() == b"transfer-encoding"])
     if codings:
         return BodyFraming(chunked=codings[-1] == b"chunked", length=None)
     lengths = [v for k, v in headers if k.lower() == b"content-length"]
