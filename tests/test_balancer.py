@@ -31,7 +31,9 @@ from wsgate.proxy.balancer import (
     ip_hash_key,
     make_policy,
 )
-from wsgate.proxy.upstreams import Peer, ServerConfig, UpstreamGroup
+from wsgate.proxy.directives import ServerConfig
+from wsgate.proxy.servers import ServerState
+from wsgate.proxy.upstreams import UpstreamGroup
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -44,21 +46,21 @@ def v6(text: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6, text)
 
 
-def servers(*weights: int, host: str = "10.0.0.", port: int = 80) -> list[ServerConfig]:
+def weighted(*weights: int, host: str = "10.0.0.", port: int = 80) -> list[ServerConfig]:
     return [ServerConfig(f"{host}{i + 1}", port, weight=w) for i, w in enumerate(weights)]
 
 
-def names(group: UpstreamGroup) -> dict[Peer, str]:
-    return {peer: "abcdefghijklmnopqrstuvwxyz"[i] for i, peer in enumerate(group.peers)}
+def names(group: UpstreamGroup) -> dict[ServerState, str]:
+    return {server: "abcdefghijklmnopqrstuvwxyz"[i] for i, server in enumerate(group.servers)}
 
 
 def sequence(group: UpstreamGroup, count: int, now: float = 0.0, key: bytes | None = None) -> str:
     label = names(group)
     out = []
     for _ in range(count):
-        peer = group.pick(now, key)
-        assert peer is not None
-        out.append(label[peer])
+        server = group.pick(now, key)
+        assert server is not None
+        out.append(label[server])
     return "".join(out)
 
 
@@ -126,26 +128,26 @@ def ref_ketama(ring: list[tuple[int, int]], key: bytes, usable: Sequence[bool]) 
 
 
 def test_smooth_wrr_gives_nginx_sequence_for_5_1_1() -> None:
-    group = UpstreamGroup("u", servers(5, 1, 1))
+    group = UpstreamGroup("u", weighted(5, 1, 1))
     assert sequence(group, 14) == "aabacaa" * 2
 
 
 def test_smooth_wrr_equal_weights_cycle_in_order() -> None:
-    assert sequence(UpstreamGroup("u", servers(1, 1, 1)), 7) == "abcabca"
+    assert sequence(UpstreamGroup("u", weighted(1, 1, 1)), 7) == "abcabca"
 
 
 def test_smooth_wrr_interleaves_within_a_cycle() -> None:
     # A plain weighted round robin gives a a a b; nginx's puts b inside the cycle.
-    assert sequence(UpstreamGroup("u", servers(3, 1)), 8) == "aaba" * 2
+    assert sequence(UpstreamGroup("u", weighted(3, 1)), 8) == "aaba" * 2
 
 
 @FAST
 @given(st.lists(st.integers(1, 10), min_size=1, max_size=6), st.integers(1, 3))
 def test_smooth_wrr_weights_hold_exactly_per_cycle(weights: list[int], cycles: int) -> None:
-    group = UpstreamGroup("u", servers(*weights))
+    group = UpstreamGroup("u", weighted(*weights))
     picks = Counter(group.pick(0.0) for _ in range(sum(weights) * cycles))
-    assert [picks[peer] for peer in group.peers] == [w * cycles for w in weights]
-    assert all(peer.current_weight == 0 for peer in group.peers)
+    assert [picks[server] for server in group.servers] == [w * cycles for w in weights]
+    assert all(server.current_weight == 0 for server in group.servers)
 
 
 @FAST
@@ -157,10 +159,10 @@ def test_never_picks_down_or_excluded(data: st.DataObject) -> None:
     configs = [ServerConfig(f"10.0.0.{i}", 80, weight=w, down=d)
                for i, (w, d) in enumerate(zip(weights, down, strict=True))]
     group = UpstreamGroup("u", configs, balance)
-    excluded = data.draw(st.sets(st.sampled_from(group.peers)))
+    excluded = data.draw(st.sets(st.sampled_from(group.servers)))
     key = data.draw(st.binary(min_size=4, max_size=4))
     picked = group.pick(0.0, key, excluded)
-    usable = [p for p in group.peers if not p.down and p not in excluded]
+    usable = [p for p in group.servers if not p.down and p not in excluded]
     if usable:
         assert picked in usable
     else:
@@ -171,7 +173,7 @@ def test_failure_cuts_effective_weight_and_picks_restore_it() -> None:
     configs = [ServerConfig("10.0.0.1", 80, weight=10, max_fails=2),
                ServerConfig("10.0.0.2", 80, weight=10, max_fails=2)]
     group = UpstreamGroup("u", configs)
-    a, b = group.peers
+    a, b = group.servers
     group.report_failure(a, 0.0)
     assert a.effective_weight == 5 and a.available(0.0)
     seen = []
@@ -188,14 +190,14 @@ def test_effective_weight_never_negative() -> None:
     configs = [ServerConfig("10.0.0.1", 80, weight=3, max_fails=1),
                ServerConfig("10.0.0.2", 80)]
     group = UpstreamGroup("u", configs)
-    a = group.peers[0]
+    a = group.servers[0]
     for _ in range(3):
         group.report_failure(a, 0.0)
     assert a.effective_weight == 0
 
 
 def test_round_robin_ignores_key() -> None:
-    group = UpstreamGroup("u", servers(1, 1))
+    group = UpstreamGroup("u", weighted(1, 1))
     assert sequence(group, 4, key=b"same") == "abab"
 
 
@@ -203,8 +205,8 @@ def test_round_robin_ignores_key() -> None:
 
 
 def test_least_conn_prefers_idle_server() -> None:
-    group = UpstreamGroup("u", servers(1, 1, 1), "least_conn")
-    a, b, c = group.peers
+    group = UpstreamGroup("u", weighted(1, 1, 1), "least_conn")
+    a, b, c = group.servers
     group.acquire(a)
     group.acquire(a)
     group.acquire(c)
@@ -213,8 +215,8 @@ def test_least_conn_prefers_idle_server() -> None:
 
 def test_least_conn_weighs_connections() -> None:
     # a: 2 connections / weight 3 beats b: 1 connection / weight 1.
-    group = UpstreamGroup("u", servers(3, 1), "least_conn")
-    a, b = group.peers
+    group = UpstreamGroup("u", weighted(3, 1), "least_conn")
+    a, b = group.servers
     group.acquire(a)
     group.acquire(a)
     group.acquire(b)
@@ -224,29 +226,29 @@ def test_least_conn_weighs_connections() -> None:
 
 
 def test_least_conn_ties_share_by_smooth_wrr() -> None:
-    group = UpstreamGroup("u", servers(5, 1, 1), "least_conn")
+    group = UpstreamGroup("u", weighted(5, 1, 1), "least_conn")
     assert sequence(group, 7) == "aabacaa"
 
 
 def test_least_conn_tie_among_some() -> None:
-    group = UpstreamGroup("u", servers(1, 1, 1), "least_conn")
-    group.acquire(group.peers[0])
+    group = UpstreamGroup("u", weighted(1, 1, 1), "least_conn")
+    group.acquire(group.servers[0])
     assert sequence(group, 4) == "bcbc"
 
 
 def test_least_conn_spreads_held_connections() -> None:
-    group = UpstreamGroup("u", servers(1, 2, 1), "least_conn")
+    group = UpstreamGroup("u", weighted(1, 2, 1), "least_conn")
     for _ in range(8):
-        peer = group.pick(0.0)
-        assert peer is not None
-        group.acquire(peer)
-    assert [peer.active for peer in group.peers] == [2, 4, 2]
+        server = group.pick(0.0)
+        assert server is not None
+        group.acquire(server)
+    assert [server.active for server in group.servers] == [2, 4, 2]
 
 
 def test_least_conn_skips_unavailable_best() -> None:
     configs = [ServerConfig("10.0.0.1", 80, max_conns=1), ServerConfig("10.0.0.2", 80)]
     group = UpstreamGroup("u", configs, "least_conn")
-    a, b = group.peers
+    a, b = group.servers
     group.acquire(a)
     group.acquire(b)
     group.acquire(b)
@@ -258,14 +260,14 @@ def test_least_conn_skips_unavailable_best() -> None:
 
 def test_ip_hash_pinned_value() -> None:
     # 89 -> (89*113+192)%6271=3978 -> 4441 -> 154; 154 % 3 = 1.
-    group = UpstreamGroup("u", servers(1, 1, 1), "ip_hash")
-    assert group.pick(0.0, v4("192.168.1.77")) is group.peers[1]
+    group = UpstreamGroup("u", weighted(1, 1, 1), "ip_hash")
+    assert group.pick(0.0, v4("192.168.1.77")) is group.servers[1]
 
 
 @FAST
 @given(st.binary(min_size=3, max_size=3), st.integers(0, 255), st.integers(0, 255))
 def test_ip_hash_sticks_per_slash_24(prefix: bytes, last1: int, last2: int) -> None:
-    group = UpstreamGroup("u", servers(1, 2, 1, 3), "ip_hash")
+    group = UpstreamGroup("u", weighted(1, 2, 1, 3), "ip_hash")
     first = group.pick(0.0, prefix + bytes([last1]))
     for _ in range(3):
         assert group.pick(0.0, prefix + bytes([last2])) is first
@@ -275,21 +277,21 @@ def test_ip_hash_sticks_per_slash_24(prefix: bytes, last1: int, last2: int) -> N
 @given(st.lists(st.integers(1, 5), min_size=2, max_size=6),
        st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16))
 def test_ip_hash_matches_reference(weights: list[int], addr: bytes) -> None:
-    group = UpstreamGroup("u", servers(*weights), "ip_hash")
+    group = UpstreamGroup("u", weighted(*weights), "ip_hash")
     expected = ref_ip_hash(addr, weights, [True] * len(weights))
     assert expected is not None
-    assert group.pick(0.0, addr) is group.peers[expected]
+    assert group.pick(0.0, addr) is group.servers[expected]
 
 
 def test_ip_hash_differs_across_networks() -> None:
-    group = UpstreamGroup("u", servers(1, 1, 1), "ip_hash")
+    group = UpstreamGroup("u", weighted(1, 1, 1), "ip_hash")
     counts = Counter(group.pick(0.0, v4(f"10.{i // 256}.{i % 256}.1")) for i in range(600))
-    assert set(counts) == set(group.peers)
+    assert set(counts) == set(group.servers)
     assert min(counts.values()) > 120
 
 
 def test_ip_hash_uses_whole_ipv6_address() -> None:
-    group = UpstreamGroup("u", servers(1, 1, 1), "ip_hash")
+    group = UpstreamGroup("u", weighted(1, 1, 1), "ip_hash")
     moved = 0
     for i in range(50):
         base = v6(f"2001:db8:{i:x}::")
@@ -299,12 +301,12 @@ def test_ip_hash_uses_whole_ipv6_address() -> None:
 
 
 def test_ip_hash_without_address_uses_pseudo_address() -> None:
-    group = UpstreamGroup("u", servers(1, 1, 1, 1, 1), "ip_hash")
+    group = UpstreamGroup("u", weighted(1, 1, 1, 1, 1), "ip_hash")
     assert group.pick(0.0, None) is group.pick(0.0, v4("0.0.0.99"))
 
 
 def test_ip_hash_rejects_text_key() -> None:
-    group = UpstreamGroup("u", servers(1, 1), "ip_hash")
+    group = UpstreamGroup("u", weighted(1, 1), "ip_hash")
     with pytest.raises(ValueError, match="packed"):
         group.pick(0.0, b"10.0.0.1")
 
@@ -324,15 +326,15 @@ def test_ip_hash_rehashes_past_unavailable() -> None:
     checked = 0
     for i in range(40):
         addr = v4(f"172.16.{i}.1")
-        group = UpstreamGroup("u", servers(*weights), "ip_hash")
+        group = UpstreamGroup("u", weighted(*weights), "ip_hash")
         home = group.pick(0.0, addr)
         assert home is not None
         home.down = True
-        usable = [p is not home for p in group.peers]
+        usable = [p is not home for p in group.servers]
         expected = ref_ip_hash(addr, weights, usable)
         if expected is None:
             continue
-        assert group.pick(0.0, addr) is group.peers[expected]
+        assert group.pick(0.0, addr) is group.servers[expected]
         # Everyone else stays put: the down server keeps its slots.
         other = v4(f"172.17.{i}.1")
         home.down = False
@@ -364,11 +366,11 @@ def test_ip_hash_falls_back_to_round_robin_after_21_candidates() -> None:
 @FAST
 @given(st.lists(st.integers(1, 5), min_size=2, max_size=6), st.binary(min_size=1, max_size=40))
 def test_hash_matches_cache_memcached(weights: list[int], key: bytes) -> None:
-    group = UpstreamGroup("u", servers(*weights), "hash")
+    group = UpstreamGroup("u", weighted(*weights), "hash")
     expected = ref_memcached(key, weights, [True] * len(weights))
     assert expected is not None
-    assert group.pick(0.0, key) is group.peers[expected]
-    assert group.pick(0.0, key) is group.peers[expected]
+    assert group.pick(0.0, key) is group.servers[expected]
+    assert group.pick(0.0, key) is group.servers[expected]
 
 
 def test_hash_rehashes_like_cache_memcached() -> None:
@@ -376,20 +378,20 @@ def test_hash_rehashes_like_cache_memcached() -> None:
     checked = 0
     for i in range(60):
         key = f"/user/{i}".encode()
-        group = UpstreamGroup("u", servers(*weights), "hash")
+        group = UpstreamGroup("u", weighted(*weights), "hash")
         home = group.pick(0.0, key)
         assert home is not None
         home.down = True
-        expected = ref_memcached(key, weights, [p is not home for p in group.peers])
+        expected = ref_memcached(key, weights, [p is not home for p in group.servers])
         if expected is None:
             continue
-        assert group.pick(0.0, key) is group.peers[expected]
+        assert group.pick(0.0, key) is group.servers[expected]
         checked += 1
     assert checked > 50
 
 
 def test_hash_empty_or_missing_key_is_round_robin() -> None:
-    group = UpstreamGroup("u", servers(1, 1, 1), "hash")
+    group = UpstreamGroup("u", weighted(1, 1, 1), "hash")
     assert sequence(group, 6, key=b"") == "abcabc"
     assert sequence(group, 3, key=None) == "abc"
 
@@ -420,10 +422,10 @@ KEYS = [f"/session/{i}".encode() for i in range(2000)]
 @given(st.lists(st.integers(1, 3), min_size=2, max_size=5), st.binary(min_size=1, max_size=30))
 def test_consistent_matches_ketama_reference(weights: list[int], key: bytes) -> None:
     group = chash(*weights)
-    ring = ref_ring([p.address for p in group.peers], weights)
+    ring = ref_ring([p.address for p in group.servers], weights)
     expected = ref_ketama(ring, key, [True] * len(weights))
     assert expected is not None
-    assert group.pick(0.0, key) is group.peers[expected]
+    assert group.pick(0.0, key) is group.servers[expected]
 
 
 def test_consistent_ring_uses_bracketed_ipv6_host() -> None:
@@ -432,7 +434,7 @@ def test_consistent_ring_uses_bracketed_ipv6_host() -> None:
     ring = ref_ring(["[2001:db8::1]:80", "[2001:db8::2]:80"], [1, 1])
     for key in KEYS[:200]:
         expected = ref_ketama(ring, key, [True, True])
-        assert expected is not None and group.pick(0.0, key) is group.peers[expected]
+        assert expected is not None and group.pick(0.0, key) is group.servers[expected]
 
 
 def test_consistent_same_key_same_server_across_objects() -> None:
@@ -447,20 +449,20 @@ def test_consistent_same_key_same_server_across_objects() -> None:
 
 def test_consistent_adding_server_moves_about_one_nth_and_only_to_it() -> None:
     before, after = chash(1, 1, 1, 1, 1, count=4), chash(1, 1, 1, 1, 1)
-    new = after.peers[4].address
+    new = after.servers[4].address
     moved = 0
     for key in KEYS:
-        old_peer, new_peer = before.pick(0.0, key), after.pick(0.0, key)
-        assert old_peer is not None and new_peer is not None
-        if old_peer.address != new_peer.address:
-            assert new_peer.address == new
+        old_server, new_server = before.pick(0.0, key), after.pick(0.0, key)
+        assert old_server is not None and new_server is not None
+        if old_server.address != new_server.address:
+            assert new_server.address == new
             moved += 1
     assert 0.12 < moved / len(KEYS) < 0.28
 
 
 def test_consistent_down_server_behaves_as_removed() -> None:
     full, without = chash(1, 1, 1, 1), chash(1, 1, 1, count=3)
-    full.peers[3].down = True
+    full.servers[3].down = True
     for key in KEYS[:500]:
         one, two = full.pick(0.0, key), without.pick(0.0, key)
         assert one is not None and two is not None and one.address == two.address
@@ -469,7 +471,7 @@ def test_consistent_down_server_behaves_as_removed() -> None:
 def test_consistent_weight_scales_share() -> None:
     group = chash(3, 1, 1)
     counts = Counter(group.pick(0.0, key) for key in KEYS)
-    heavy, light1, light2 = (counts[peer] for peer in group.peers)
+    heavy, light1, light2 = (counts[server] for server in group.servers)
     assert heavy > 1.8 * max(light1, light2)
 
 
@@ -479,7 +481,7 @@ def test_consistent_empty_key_is_round_robin() -> None:
 
 def test_consistent_falls_back_to_round_robin_when_all_points_unusable() -> None:
     group = chash(1, 1, 1)
-    a, b, c = group.peers
+    a, b, c = group.servers
     a.down = True
     b.down = True
     assert {group.pick(0.0, key) for key in KEYS[:50]} == {c}
@@ -489,7 +491,8 @@ def test_consistent_falls_back_to_round_robin_when_all_points_unusable() -> None
 
 PROBE = """
 import json, socket, sys
-from wsgate.proxy.upstreams import ServerConfig, UpstreamGroup
+from wsgate.proxy.directives import ServerConfig
+from wsgate.proxy.upstreams import UpstreamGroup
 out = {}
 for balance, consistent in (("hash", True), ("hash", False), ("ip_hash", False)):
     group = UpstreamGroup("u", [ServerConfig(f"10.0.0.{i}", 80) for i in range(1, 6)],
@@ -523,24 +526,24 @@ def test_choices_identical_in_another_process_with_other_hash_seed() -> None:
 
 
 def test_make_policy_types_and_errors() -> None:
-    peers = [Peer(config) for config in servers(1, 1)]
-    assert isinstance(make_policy("round_robin", peers), RoundRobin)
-    assert isinstance(make_policy("least_conn", peers), LeastConn)
-    assert isinstance(make_policy("ip_hash", peers), IpHash)
-    assert isinstance(make_policy("hash", peers), Hash)
-    assert isinstance(make_policy("hash", peers, consistent=True), ConsistentHash)
+    servers = [ServerState(config) for config in weighted(1, 1)]
+    assert isinstance(make_policy("round_robin", servers), RoundRobin)
+    assert isinstance(make_policy("least_conn", servers), LeastConn)
+    assert isinstance(make_policy("ip_hash", servers), IpHash)
+    assert isinstance(make_policy("hash", servers), Hash)
+    assert isinstance(make_policy("hash", servers, consistent=True), ConsistentHash)
     with pytest.raises(ValueError, match="consistent"):
-        make_policy("round_robin", peers, consistent=True)
+        make_policy("round_robin", servers, consistent=True)
     with pytest.raises(ValueError, match="unknown balance"):
-        make_policy("random", peers)  # type: ignore[arg-type]
+        make_policy("random", servers)  # type: ignore[arg-type]
 
 
 def test_pick_refreshes_checked_only_after_fail_timeout() -> None:
-    peers = [Peer(config) for config in servers(1, 1)]
-    policy = RoundRobin(peers)
+    servers = [ServerState(config) for config in weighted(1, 1)]
+    policy = RoundRobin(servers)
     picked = policy.pick(100.0, None, ())
-    assert picked is peers[0] and picked.checked == 100.0
+    assert picked is servers[0] and picked.checked == 100.0
     picked = policy.pick(105.0, None, ())
-    assert picked is peers[1] and picked.checked == 105.0
-    assert policy.pick(108.0, None, ()) is peers[0]
-    assert peers[0].checked == 100.0  # 8 s is within fail_timeout: window kept
+    assert picked is servers[1] and picked.checked == 105.0
+    assert policy.pick(108.0, None, ()) is servers[0]
+    assert servers[0].checked == 100.0  # 8 s is within fail_timeout: window kept

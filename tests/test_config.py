@@ -13,22 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from wsgate.errors import UsageError
-from wsgate.proxy.accesslog import AccessLog
+from wsgate.errors import ConfigError, UsageError
+from wsgate.proxy import preflight
 from wsgate.proxy.config import (
     DEFAULT_SET_HEADERS,
     AccessLogConfig,
+    ErrorLogConfig,
     Listener,
     Location,
     ProxyConfig,
+    ServerConfig,
     TLSFiles,
     UpstreamConfig,
     describe,
-    from_flags,
-    load,
 )
-from wsgate.proxy.context import ProxyContext
-from wsgate.proxy.upstreams import ServerConfig
+from wsgate.proxy.configfile import load
+from wsgate.proxy.flags import from_flags
+from wsgate.proxy.routes import Routes
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -297,6 +298,25 @@ def test_access_log_forms(folder: Path, value: str, expected: AccessLogConfig) -
     assert load_text(folder, f"access_log = {value}\n" + MINIMAL).access_log == expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ('"stderr"', ErrorLogConfig("stderr", None, "error")),
+    ('"stderr warn"', ErrorLogConfig("stderr", None, "warn")),
+    ('"logs/error.log"', ErrorLogConfig("file", Path("logs/error.log"), "error")),
+    ('"logs/error.log debug"', ErrorLogConfig("file", Path("logs/error.log"), "debug")),
+    ('{ level = "notice" }', ErrorLogConfig("stderr", None, "notice")),
+    ('{ path = "e.log", level = "crit" }', ErrorLogConfig("file", Path("e.log"), "crit")),
+])
+def test_error_log_forms(folder: Path, value: str, expected: ErrorLogConfig) -> None:
+    config = load_text(folder, f"error_log = {value}\n" + MINIMAL)
+    if expected.path is not None:
+        expected = dataclasses.replace(expected, path=folder / expected.path)
+    assert config.error_log == expected
+
+
+def test_error_log_default_is_nginx_s(folder: Path) -> None:
+    assert load_text(folder, MINIMAL).error_log == ErrorLogConfig("stderr", None, "error")
+
+
 def test_worker_processes_number(folder: Path) -> None:
     assert load_text(folder, "worker_processes = 4\n" + MINIMAL).workers == 4
 
@@ -333,10 +353,10 @@ proxy_pass = "websocket"
 [location."/api/v2/"]
 proxy_pass = "127.0.0.1:9000"
 """)
-    ctx = ProxyContext.build(config, AccessLog(None, json_format=False))
+    routes = Routes(config)
 
     def served_by(path: bytes) -> Location | None:
-        route = ctx.route(path)
+        route = routes.match(path)
         return route.location if route is not None else None
 
     assert served_by(b"/api/v2/x") == config.locations[0]
@@ -374,10 +394,10 @@ X-Absent = ""
 
 BAD = [
     # the file itself
-    ("listen = \n", "wsgate.toml: line 1: invalid TOML: invalid value (column 10)"),
+    ("listen = \n", "wsgate.toml: line 1, column 10: invalid TOML: invalid value"),
     ('listen = "80"\n\n[location\n',
-     "wsgate.toml: line 3: invalid TOML: expected ']' at the end of a table declaration "
-     "(column 10)"),
+     "wsgate.toml: line 3, column 10: invalid TOML: expected ']' at the end of a table "
+     "declaration"),
     ('listen = "80', "wsgate.toml: end of file: invalid TOML: unterminated string"),
     # unknown keys
     ("worker_process = 2\n" + MINIMAL,
@@ -386,7 +406,7 @@ BAD = [
      "wsgate.toml: zzz: unknown key (known: listen, worker_processes, ssl_certificate, "
      "ssl_certificate_key, trusted_proxies, client_header_timeout, client_max_body_size, "
      "large_client_header_buffers, keepalive_timeout, worker_shutdown_timeout, access_log, "
-     "upstream, location)"),
+     "error_log, upstream, location)"),
     ('proxy_read_timeout = "300s"\n' + MINIMAL,
      'wsgate.toml: proxy_read_timeout: unknown key here: it belongs in a [location."/..."] '
      "table"),
@@ -448,14 +468,25 @@ BAD = [
     ('ssl_certificate_key = "key.pem"\n' + MINIMAL,
      'wsgate.toml: ssl_certificate_key: no listen uses ssl (add " ssl", e.g. '
      '"0.0.0.0:443 ssl")'),
-    ('listen = "443 ssl"\nssl_certificate = "nope.pem"\nssl_certificate_key = "key.pem"\n'
-     + UPSTREAM + LOCATION,
-     "wsgate.toml: ssl_certificate: cannot read {folder}/nope.pem: No such file or directory"),
-    ('listen = "443 ssl"\nssl_certificate = "cert.pem"\nssl_certificate_key = "."\n'
-     + UPSTREAM + LOCATION,
-     "wsgate.toml: ssl_certificate_key: cannot read {folder}: Is a directory"),
     ('ssl_certificate = ""\n' + MINIMAL,
      'wsgate.toml: ssl_certificate: must be a non-empty string, got ""'),
+    # error_log
+    ('error_log = "stderr loud"\n' + MINIMAL,
+     'wsgate.toml: error_log: must be one of "debug", "info", "notice", "warn", "error", '
+     '"crit", "alert", "emerg", got "loud"'),
+    ('error_log = "a b c"\n' + MINIMAL,
+     'wsgate.toml: error_log: must be "FILE [LEVEL]" like "stderr" or "logs/error.log warn", '
+     'got "a b c"'),
+    ('error_log = "stdout"\n' + MINIMAL,
+     'wsgate.toml: error_log: stdout is not a place for the error log: write "stderr" or a '
+     "file"),
+    ('error_log = { level = "warning" }\n' + MINIMAL,
+     'wsgate.toml: error_log.level: must be one of "debug", "info", "notice", "warn", "error", '
+     '"crit", "alert", "emerg", got "warning" (did you mean "warn"?)'),
+    ('error_log = { file = "x" }\n' + MINIMAL,
+     "wsgate.toml: error_log.file: unknown key (known: path, level)"),
+    ("error_log = 3\n" + MINIMAL,
+     "wsgate.toml: error_log: must be a non-empty string, got 3"),
     # trusted_proxies
     ('trusted_proxies = ["127.0.0.1", "10.0.0.1/8"]\n' + MINIMAL,
      'wsgate.toml: trusted_proxies[1]: "10.0.0.1/8" has host bits set (did you mean '
@@ -696,11 +727,12 @@ def test_message_names_the_file_as_given(folder: Path) -> None:
     assert str(caught.value).startswith("sub/proxy.toml: location: at least one is required")
 
 
-# --- flags ----------------------------------------------------------------------------------
+# --- flags ---------------------------------------------------------------------------------
 
 
 def test_flags_simple_case() -> None:
-    config = from_flags([":8080"], ["127.0.0.1:8010", "127.0.0.1:8011"])
+    config = from_flags({"--listen": [":8080"],
+                         "--upstream": ["127.0.0.1:8010", "127.0.0.1:8011"]})
     assert config == ProxyConfig(
         listeners=(Listener("0.0.0.0", 8080),),
         upstreams={"backend": UpstreamConfig("backend", (
@@ -714,12 +746,12 @@ def test_flags_simple_case() -> None:
 
 def test_flags_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "c.pem").write_text("c")
-    (tmp_path / "k.pem").write_text("k")
-    config = from_flags(["127.0.0.1:0", "[::1]:8443 ssl"],
-                        ["a:1 weight=3", "b:2 backup"], balance="least-conn",
-                        read_timeout="300s", workers="3", access_log="access.log",
-                        ssl_certificate="c.pem", ssl_certificate_key="k.pem")
+    config = from_flags({
+        "--listen": ["127.0.0.1:0", "[::1]:8443 ssl"], "--upstream": ["a:1 weight=3", "b:2 backup"],
+        "--balance": "least-conn", "--read-timeout": "300s", "--workers": "3",
+        "--access-log": "access.log", "--error-log": "logs/error.log info",
+        "--ssl-certificate": "c.pem", "--ssl-certificate-key": "k.pem",
+    })
     assert config.listeners == (Listener("127.0.0.1", 0), Listener("::1", 8443, True))
     group = config.upstreams["backend"]
     assert group.balance == "least_conn"
@@ -727,53 +759,51 @@ def test_flags_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert config.locations == (Location("/", "backend", read_timeout=300.0),)
     assert config.workers == 3
     assert config.access_log == AccessLogConfig("file", tmp_path / "access.log", "combined")
+    assert config.error_log == ErrorLogConfig("file", tmp_path / "logs/error.log", "info")
     assert config.tls == TLSFiles(tmp_path / "c.pem", tmp_path / "k.pem")
-    assert from_flags(["80"], ["a:1"], workers="auto").workers == (os.cpu_count() or 1)
-    assert from_flags(["80"], ["a:1"], access_log="off").access_log.destination == "off"
+    simple = {"--listen": ["80"], "--upstream": ["a:1"]}
+    assert from_flags({**simple, "--workers": "auto"}).workers == (os.cpu_count() or 1)
+    assert from_flags({**simple, "--access-log": "off"}).access_log.destination == "off"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"upstreams": ["127.0.0.1"]}, '--upstream "127.0.0.1": missing port'),
-    ({"upstreams": []}, "--upstream: required (e.g. --upstream 127.0.0.1:8010)"),
-    ({"listen": []}, "--listen: required (e.g. --listen :8080)"),
-    ({"listen": ["localhost"]}, '--listen "localhost": missing port (write e.g. '
-                                '"localhost:8080")'),
-    ({"listen": [":80", "80"]}, '--listen "80": 0.0.0.0:80 is listed twice'),
-    ({"upstreams": ["a:1 weight=two"]},
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"--upstream": ["127.0.0.1"]}, '--upstream "127.0.0.1": missing port'),
+    ({"--upstream": []}, "--upstream: required (e.g. --upstream 127.0.0.1:8010)"),
+    ({"--listen": []}, "--listen: required (e.g. --listen :8080)"),
+    ({"--listen": ["localhost"]}, '--listen "localhost": missing port (write e.g. '
+                                  '"localhost:8080")'),
+    ({"--listen": [":80", "80"]}, '--listen "80": 0.0.0.0:80 is listed twice'),
+    ({"--upstream": ["a:1 weight=two"]},
      '--upstream "a:1 weight=two": weight must be a positive integer, got "two"'),
-    ({"upstreams": ["a:1", "a:1"]},
+    ({"--upstream": ["a:1", "a:1"]},
      '--upstream "a:1": a:1 is listed twice (use weight=N for a bigger share)'),
-    ({"upstreams": ["a:1", "b:1 backup"], "balance": "ip_hash"},
+    ({"--upstream": ["a:1", "b:1 backup"], "--balance": "ip_hash"},
      '--upstream "b:1 backup": backup cannot be used with balance = "ip_hash"'),
-    ({"balance": "random"}, '--balance "random": must be one of "round_robin", "least_conn", '
-                            '"ip_hash", "hash", got "random"'),
-    ({"balance": "hash"}, '--balance "hash": needs a hash key, which only a config file can '
-                          "set (or use ip_hash)"),
-    ({"read_timeout": "soon"}, '--read-timeout "soon": must be a duration like "60s", "5m" or '
-                               '"500ms", got "soon"'),
-    ({"workers": "0"}, '--workers "0": must be "auto" or a positive integer, got "0"'),
-    ({"workers": "two"}, '--workers "two": must be "auto" or a positive integer, got "two"'),
-    ({"access_log": ""}, '--access-log "": must be a non-empty string, got ""'),
-    ({"listen": ["443 ssl"]},
+    ({"--balance": "random"}, '--balance "random": must be one of "round_robin", '
+                              '"least_conn", "ip_hash", "hash", got "random"'),
+    ({"--balance": "hash"}, '--balance "hash": needs a hash key, which only a config file can '
+                            "set (or use ip_hash)"),
+    ({"--read-timeout": "soon"}, '--read-timeout "soon": must be a duration like "60s", "5m" '
+                                 'or "500ms", got "soon"'),
+    ({"--workers": "0"}, '--workers "0": must be "auto" or a positive integer, got "0"'),
+    ({"--workers": "two"}, '--workers "two": must be "auto" or a positive integer, got "two"'),
+    ({"--access-log": ""}, '--access-log "": must be a non-empty string, got ""'),
+    ({"--error-log": "stderr loud"},
+     '--error-log "stderr loud": must be one of "debug", "info", "notice", "warn", "error", '
+     '"crit", "alert", "emerg", got "loud"'),
+    ({"--error-log": "off"},
+     '--error-log "off": off is not a place for the error log: write "stderr" or a file'),
+    ({"--listen": ["443 ssl"]},
      '--ssl-certificate: required because --listen "443 ssl" uses ssl'),
-    ({"ssl_certificate": "c.pem"},
+    ({"--ssl-certificate": "c.pem"},
      '--ssl-certificate: no --listen uses ssl (add " ssl", e.g. "0.0.0.0:443 ssl")'),
 ])
-def test_bad_flags(kwargs: dict[str, object], message: str) -> None:
-    arguments: dict[str, object] = {"listen": [":8080"], "upstreams": ["127.0.0.1:8010"]}
-    arguments.update(kwargs)
+def test_bad_flags(flags: dict[str, object], message: str) -> None:
+    arguments: dict[str, object] = {"--listen": [":8080"], "--upstream": ["127.0.0.1:8010"]}
+    arguments.update(flags)
     with pytest.raises(UsageError) as caught:
-        from_flags(**arguments)  # type: ignore[arg-type]
+        from_flags(arguments)  # type: ignore[arg-type]
     assert str(caught.value) == message
-
-
-def test_flags_unreadable_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "c.pem").write_text("c")
-    with pytest.raises(UsageError) as caught:
-        from_flags(["443 ssl"], ["a:1"], ssl_certificate="c.pem", ssl_certificate_key="k.pem")
-    assert str(caught.value) == (f"--ssl-certificate-key: cannot read {tmp_path}/k.pem: "
-                                 "No such file or directory")
 
 
 def test_describe_counts() -> None:
@@ -784,3 +814,60 @@ def test_describe_counts() -> None:
         source="x.toml",
     )
     assert describe(config) == "x.toml: ok: 2 listeners, 1 upstream (1 server), 1 location"
+
+
+# --- files the config names: what --check and running open ----------------------------------
+
+
+def check_text(folder: Path, text: str) -> str:
+    config = load_text(folder, text)
+    with pytest.raises(UsageError) as caught:
+        preflight.check(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+TLS = 'listen = "443 ssl"\nssl_certificate = "{cert}"\nssl_certificate_key = "{key}"\n'
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (TLS.format(cert="nope.pem", key="key.pem") + UPSTREAM + LOCATION,
+     "wsgate.toml: ssl_certificate: cannot read {folder}/nope.pem: No such file or directory"),
+    (TLS.format(cert="cert.pem", key=".") + UPSTREAM + LOCATION,
+     "wsgate.toml: ssl_certificate_key: cannot read {folder}: Is a directory"),
+    (TLS.format(cert="cert.pem", key="key.pem") + UPSTREAM + LOCATION,
+     "wsgate.toml: ssl_certificate: cannot load {folder}/cert.pem with its key: "),
+    ('access_log = "no/such/folder/access.log"\n' + MINIMAL,
+     "wsgate.toml: access_log: cannot open {folder}/no/such/folder/access.log: No such file or "
+     "directory"),
+    ('error_log = "no/such/folder/error.log warn"\n' + MINIMAL,
+     "wsgate.toml: error_log: cannot open {folder}/no/such/folder/error.log: No such file or "
+     "directory"),
+])
+def test_check_opens_every_file(folder: Path, text: str, message: str) -> None:
+    got = check_text(folder, text)
+    assert got.startswith(message.replace("{folder}", str(folder)))
+
+
+def test_check_errors_in_files_are_config_errors(folder: Path) -> None:
+    with pytest.raises(ConfigError):
+        preflight.check(load_text(folder, 'access_log = "no/x.log"\n' + MINIMAL))
+
+
+def test_check_opens_the_logs_it_names(folder: Path) -> None:
+    preflight.check(load_text(folder, 'access_log = "a.log"\nerror_log = "e.log"\n' + MINIMAL))
+    assert (folder / "a.log").exists()
+    assert (folder / "e.log").exists()
+
+
+def test_flags_unreadable_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.pem").write_text("c")
+    config = from_flags({"--listen": ["443 ssl"], "--upstream": ["a:1"],
+                         "--ssl-certificate": "c.pem", "--ssl-certificate-key": "k.pem"})
+    with pytest.raises(UsageError) as caught:
+        preflight.check(config)
+    assert not isinstance(caught.value, ConfigError)
+    assert str(caught.value) == (f"--ssl-certificate-key: cannot read {tmp_path}/k.pem: "
+                                 "No such file or directory")

@@ -11,7 +11,7 @@ from websockets.utils import accept_key
 
 from wsgate.proxy import handshake, http1
 from wsgate.proxy.headers import (
-    RequestContext,
+    Variables,
     compile_template,
     upstream_request_headers,
 )
@@ -87,8 +87,8 @@ def test_error_response_names_nothing_internal() -> None:
     assert b"127.0.0.1" not in response and b"Traceback" not in response
 
 
-def context(request: RequestHead, trusted: bool = False) -> RequestContext:
-    return RequestContext(request, "203.0.113.7", 5555, "http", 8080, "10.0.0.1", trusted,
+def context(request: RequestHead, trusted: bool = False) -> Variables:
+    return Variables(request, "203.0.113.7", 5555, "http", 8080, "10.0.0.1", trusted,
                           "127.0.0.1:8010")
 
 

@@ -1,7 +1,7 @@
-"""Server configs, peer state and groups: tiers, connection counting, passive health.
+"""Server configs, server states and groups: tiers, connection counting, passive health.
 
 Timelines are written in the seconds nginx counts (``now`` is passed in), following
-ngx_http_upstream_round_robin.c: a failure sets ``checked``; a peer is out while it has
+ngx_http_upstream_round_robin.c: a failure sets ``checked``; a server is out while it has
 ``max_fails`` fails and ``now - checked <= fail_timeout``; picking it after that moves
 ``checked`` to now; a success clears fails only if it came after such a pick.
 """
@@ -12,7 +12,9 @@ import dataclasses
 
 import pytest
 
-from wsgate.proxy.upstreams import Peer, ServerConfig, UpstreamGroup
+from wsgate.proxy.directives import ServerConfig
+from wsgate.proxy.servers import ServerState
+from wsgate.proxy.upstreams import UpstreamGroup
 
 
 def two(max_fails: int = 1, fail_timeout: float = 10.0) -> UpstreamGroup:
@@ -22,12 +24,12 @@ def two(max_fails: int = 1, fail_timeout: float = 10.0) -> UpstreamGroup:
     ])
 
 
-def pick_until(group: UpstreamGroup, peer: Peer, now: float) -> None:
-    """Pick (as a request would) until ``peer`` is chosen, failing if it never is."""
-    for _ in range(len(group.peers) * 4):
-        if group.pick(now) is peer:
+def pick_until(group: UpstreamGroup, server: ServerState, now: float) -> None:
+    """Pick (as a request would) until ``server`` is chosen, failing if it never is."""
+    for _ in range(len(group.servers) * 4):
+        if group.pick(now) is server:
             return
-    raise AssertionError(f"{peer} was never picked at {now}")
+    raise AssertionError(f"{server} was never picked at {now}")
 
 
 # --- ServerConfig ---------------------------------------------------------------------------
@@ -70,33 +72,33 @@ def test_server_config_is_frozen() -> None:
         config.weight = 2  # type: ignore[misc]
 
 
-# --- Peer -----------------------------------------------------------------------------------
+# --- ServerState ----------------------------------------------------------------------------
 
 
-def test_peer_available_window_edges() -> None:
-    peer = Peer(ServerConfig("a", 80, max_fails=2, fail_timeout=10.0))
-    peer.fails, peer.checked = 1, 10.0
-    assert peer.available(10.0)
-    peer.fails = 2
-    assert not peer.available(10.0)
-    assert not peer.available(20.0)  # nginx: out while now - checked <= fail_timeout
-    assert peer.available(20.5)
+def test_server_state_available_window_edges() -> None:
+    server = ServerState(ServerConfig("a", 80, max_fails=2, fail_timeout=10.0))
+    server.fails, server.checked = 1, 10.0
+    assert server.available(10.0)
+    server.fails = 2
+    assert not server.available(10.0)
+    assert not server.available(20.0)  # nginx: out while now - checked <= fail_timeout
+    assert server.available(20.5)
 
 
-def test_peer_available_down_and_max_conns() -> None:
-    peer = Peer(ServerConfig("a", 80, max_conns=2))
-    peer.active = 1
-    assert peer.available(0.0)
-    peer.active = 2
-    assert not peer.available(0.0)
-    peer.active = 0
-    peer.down = True
-    assert not peer.available(0.0)
+def test_server_state_available_down_and_max_conns() -> None:
+    server = ServerState(ServerConfig("a", 80, max_conns=2))
+    server.active = 1
+    assert server.available(0.0)
+    server.active = 2
+    assert not server.available(0.0)
+    server.active = 0
+    server.down = True
+    assert not server.available(0.0)
 
 
-def test_peers_compare_by_identity() -> None:
+def test_server_states_compare_by_identity() -> None:
     group = UpstreamGroup("u", [ServerConfig("a", 80), ServerConfig("a", 80)])
-    first, second = group.peers
+    first, second = group.servers
     assert first != second and len({first, second}) == 2
     assert group.pick(0.0, exclude=[first]) is second
 
@@ -109,7 +111,7 @@ def test_group_tiers_keep_config_order() -> None:
                                 ServerConfig("p2", 80), ServerConfig("b2", 80, backup=True)])
     assert [p.address for p in group.primary] == ["p1:80", "p2:80"]
     assert [p.address for p in group.backup] == ["b1:80", "b2:80"]
-    assert [p.address for p in group.peers] == ["b1:80", "p1:80", "p2:80", "b2:80"]
+    assert [p.address for p in group.servers] == ["b1:80", "p1:80", "p2:80", "b2:80"]
     assert group.backup[0].backup and not group.primary[0].backup
 
 
@@ -129,7 +131,7 @@ def test_group_rejects_bad_settings() -> None:
 
 def test_acquire_release_count() -> None:
     group = two()
-    a = group.peers[0]
+    a = group.servers[0]
     group.acquire(a)
     group.acquire(a)
     group.release(a)
@@ -144,13 +146,13 @@ def test_acquire_release_count() -> None:
 def test_max_conns_respected(balance: str) -> None:
     group = UpstreamGroup("u", [ServerConfig("10.0.0.1", 80, max_conns=2),
                                 ServerConfig("10.0.0.2", 80, max_conns=1)], balance)  # type: ignore[arg-type]
-    a, b = group.peers
+    a, b = group.servers
     held = []
     for _ in range(3):
-        peer = group.pick(0.0, b"\x0a\x00\x00\x01")
-        assert peer is not None
-        group.acquire(peer)
-        held.append(peer)
+        server = group.pick(0.0, b"\x0a\x00\x00\x01")
+        assert server is not None
+        group.acquire(server)
+        held.append(server)
     assert sorted(p.address for p in held) == [a.address, a.address, b.address]
     assert group.pick(0.0, b"\x0a\x00\x00\x01") is None
     group.release(b)
@@ -168,7 +170,7 @@ def backed() -> UpstreamGroup:
 
 def test_backup_unused_while_a_primary_is_available() -> None:
     group = backed()
-    p1, p2, _, _ = group.peers
+    p1, p2, _, _ = group.servers
     assert {group.pick(0.0) for _ in range(50)} == {p1, p2}
     p1.down = True
     assert {group.pick(0.0) for _ in range(10)} == {p2}
@@ -176,7 +178,7 @@ def test_backup_unused_while_a_primary_is_available() -> None:
 
 def test_backup_used_when_primaries_down_full_or_failed() -> None:
     group = backed()
-    p1, p2, b1, b2 = group.peers
+    p1, p2, b1, b2 = group.servers
     p1.down = True
     group.acquire(p2)  # p2 is at max_conns
     assert [group.pick(0.0) for _ in range(3)] == [b2, b1, b2]
@@ -193,18 +195,18 @@ def test_backup_with_hash_keeps_keys_sticky() -> None:
     group = UpstreamGroup("u", [ServerConfig("p1", 80, down=True), ServerConfig("p2", 80),
                                 ServerConfig("b1", 80, backup=True),
                                 ServerConfig("b2", 80, backup=True)], "hash", consistent=True)
-    _, p2, b1, b2 = group.peers
+    _, p2, b1, b2 = group.servers
     p2.down = True
     chosen = {key: group.pick(0.0, key) for key in (b"k1", b"k2", b"k3", b"k4", b"k5", b"k6")}
     assert set(chosen.values()) == {b1, b2}
-    for key, peer in chosen.items():
-        assert group.pick(0.0, key) is peer
+    for key, server in chosen.items():
+        assert group.pick(0.0, key) is server
 
 
 def test_none_when_everything_is_down() -> None:
     group = backed()
-    for peer in group.peers:
-        peer.down = True
+    for server in group.servers:
+        server.down = True
     assert group.pick(0.0) is None
 
 
@@ -213,7 +215,7 @@ def test_none_when_everything_is_down() -> None:
 
 def test_fail_and_recover_timeline() -> None:
     group = two(max_fails=2, fail_timeout=10.0)
-    a, b = group.peers
+    a, b = group.servers
     group.report_failure(a, 0.0)
     assert a.available(0.5)  # one failure of two allowed
     group.report_failure(a, 1.0)
@@ -231,7 +233,7 @@ def test_fail_and_recover_timeline() -> None:
 
 def test_success_inside_the_window_does_not_clear_fails() -> None:
     group = two(max_fails=2, fail_timeout=10.0)
-    a, _ = group.peers
+    a, _ = group.servers
     group.report_failure(a, 0.0)
     pick_until(group, a, 5.0)
     group.report_success(a, 5.0)
@@ -243,7 +245,7 @@ def test_success_inside_the_window_does_not_clear_fails() -> None:
 def test_failure_after_long_quiet_still_counts_without_a_success() -> None:
     # nginx keeps counting until a success follows a re-admission pick.
     group = two(max_fails=2, fail_timeout=10.0)
-    a, _ = group.peers
+    a, _ = group.servers
     group.report_failure(a, 0.0)
     pick_until(group, a, 100.0)
     group.report_failure(a, 100.0)
@@ -252,7 +254,7 @@ def test_failure_after_long_quiet_still_counts_without_a_success() -> None:
 
 def test_max_fails_zero_disables_accounting() -> None:
     group = two(max_fails=0)
-    a, _ = group.peers
+    a, _ = group.servers
     for now in range(10):
         group.report_failure(a, float(now))
     assert a.available(10.0)
@@ -262,7 +264,7 @@ def test_max_fails_zero_disables_accounting() -> None:
 
 def test_single_server_is_never_marked_unavailable() -> None:
     group = UpstreamGroup("u", [ServerConfig("only", 80, max_fails=1, max_conns=1)])
-    (only,) = group.peers
+    (only,) = group.servers
     for now in range(5):
         group.report_failure(only, float(now))
         assert group.pick(float(now)) is only
@@ -277,7 +279,7 @@ def test_single_server_is_never_marked_unavailable() -> None:
 
 def test_one_primary_with_backup_is_not_single() -> None:
     group = UpstreamGroup("u", [ServerConfig("p", 80), ServerConfig("b", 80, backup=True)])
-    p, b = group.peers
+    p, b = group.servers
     assert group.pick(0.0) is p
     group.report_failure(p, 0.0)
     assert group.pick(1.0) is b
@@ -286,7 +288,7 @@ def test_one_primary_with_backup_is_not_single() -> None:
 
 def test_all_failed_quick_recovery() -> None:
     group = two()
-    a, b = group.peers
+    a, b = group.servers
     group.report_failure(a, 0.0)
     group.report_failure(b, 0.0)
     assert group.pick(1.0) is None  # this request gets 502...
@@ -296,7 +298,7 @@ def test_all_failed_quick_recovery() -> None:
 
 def test_quick_recovery_when_the_rest_failed_earlier() -> None:
     group = two()
-    a, b = group.peers
+    a, b = group.servers
     group.report_failure(a, 0.0)
     group.report_failure(b, 1.0)  # b tried for this request and failed too
     assert group.pick(1.0, exclude=[b]) is None
@@ -305,7 +307,7 @@ def test_quick_recovery_when_the_rest_failed_earlier() -> None:
 
 def test_no_reset_when_the_request_tried_everything() -> None:
     group = two()
-    a, b = group.peers
+    a, b = group.servers
     first = group.pick(0.0)
     assert first is a
     group.report_failure(a, 0.0)
@@ -321,8 +323,8 @@ def test_no_reset_when_the_request_tried_everything() -> None:
 def test_exclude_walks_through_every_server_once(balance: str) -> None:
     group = UpstreamGroup("u", [ServerConfig(f"10.0.0.{i}", 80) for i in range(1, 6)],
                           balance)  # type: ignore[arg-type]
-    tried: list[Peer] = []
-    while (peer := group.pick(0.0, b"\xc0\x00\x02\x01", tried)) is not None:
-        assert peer not in tried
-        tried.append(peer)
-    assert sorted(p.address for p in tried) == sorted(p.address for p in group.peers)
+    tried: list[ServerState] = []
+    while (server := group.pick(0.0, b"\xc0\x00\x02\x01", tried)) is not None:
+        assert server not in tried
+        tried.append(server)
+    assert sorted(p.address for p in tried) == sorted(p.address for p in group.servers)

@@ -13,8 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from wsgate.errors import Failure
-from wsgate.proxy.config import AccessLogConfig
+from wsgate.proxy.directives import AccessLogConfig
 
 
 @dataclass(slots=True)
@@ -78,23 +77,22 @@ def as_json(entry: Entry) -> str:
 class AccessLog:
     """Where lines go: a file descriptor (stdout, stderr or an opened file), or nowhere."""
 
-    def __init__(self, fd: int | None, json_format: bool) -> None:
+    def __init__(self, fd: int | None, json_format: bool, owned: bool = False) -> None:
         self._fd = fd
+        self._owned = owned
         self._format = as_json if json_format else combined
 
     @classmethod
     def open(cls, config: AccessLogConfig) -> AccessLog:
+        """Open the destination; an OSError says the file cannot be opened."""
         json_format = config.format == "json"
         if config.destination == "off":
             return cls(None, json_format)
         if config.destination in ("stdout", "stderr"):
             return cls(1 if config.destination == "stdout" else 2, json_format)
         assert config.path is not None
-        try:
-            fd = os.open(config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise Failure(f"access_log: cannot open {config.path}: {error.strerror}") from None
-        return cls(fd, json_format)
+        fd = os.open(config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return cls(fd, json_format, owned=True)
 
     def write(self, entry: Entry) -> None:
         if self._fd is None:
@@ -103,3 +101,10 @@ class AccessLog:
         # A full disk or a closed pipe must not take a connection down with it.
         with contextlib.suppress(OSError):
             os.write(self._fd, line)
+
+    def close(self) -> None:
+        """Close the file, if this opened one (stdout and stderr stay open)."""
+        if self._owned and self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None

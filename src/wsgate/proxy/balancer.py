@@ -1,6 +1,6 @@
-"""Upstream selection policies with nginx's semantics, as pure functions of peer state.
+"""Upstream selection policies with nginx's semantics, as pure functions of server state.
 
-Each policy picks one peer from a *tier* (the primary servers, or the backup servers) of
+Each policy picks one server from a *tier* (the primary servers, or the backup servers) of
 an :class:`~wsgate.proxy.upstreams.UpstreamGroup`; the group decides which tier to ask,
 and owns passive health and connection counting. Nothing here reads a clock or touches a
 socket: callers pass ``now``, so the rules can be tested to the second.
@@ -18,13 +18,10 @@ import ipaddress
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from wsgate.proxy.upstreams import Peer
-
-Balance = Literal["round_robin", "least_conn", "ip_hash", "hash"]
-BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn", "ip_hash", "hash")
+from wsgate.proxy.directives import BALANCES, Balance
+from wsgate.proxy.servers import ServerState
 
 HASH_TRIES = 21
 """Candidates a hash policy looks at before falling back to round robin: nginx's first
@@ -46,50 +43,68 @@ continues from it (crc32(prefix + key) == crc32(key, crc32(prefix)))."""
 
 
 class Policy(Protocol):
-    """One tier's selection rule. ``pick`` may update the peers' weights, never counts."""
+    """One tier's selection rule. ``pick`` may update the servers' weights, never counts."""
 
-    def pick(self, now: float, key: bytes | None, exclude: Collection[Peer]) -> Peer | None:
-        """The peer to use, or None when no peer in the tier is eligible."""
+    def pick(self, now: float, key: bytes | None,
+             exclude: Collection[ServerState]) -> ServerState | None:
+        """The server to use, or None when no server in the tier is eligible."""
         ...
 
 
-def _admit(peer: Peer, now: float) -> None:
-    """Start a new fail_timeout window for a chosen peer once the old one has passed.
+def _admit(server: ServerState, now: float) -> None:
+    """Start a new fail_timeout window for a chosen server once the old one has passed.
 
-    This is how nginx gives a failed peer "another chance": after fail_timeout it is
+    This is how nginx gives a failed server "another chance": after fail_timeout it is
     eligible again, choosing it moves ``checked`` to now, so one more failure puts it out
     for a whole fail_timeout, and a success (accessed < checked) clears its fails.
     """
-    if now - peer.checked > peer.fail_timeout:
-        peer.checked = now
+    if now - server.checked > server.fail_timeout:
+        server.checked = now
 
 
-def _eligible(peer: Peer, now: float, exclude: Collection[Peer]) -> bool:
-    return not (exclude and peer in exclude) and peer.available(now)
+def _eligible(server: ServerState, now: float, exclude: Collection[ServerState]) -> bool:
+    return not (exclude and server in exclude) and server.available(now)
 
 
-def smooth_wrr(peers: Sequence[Peer], now: float, exclude: Collection[Peer]) -> Peer | None:
-    """nginx's smooth weighted round robin over the eligible ``peers``.
+def _wrr_step(server: ServerState) -> int:
+    """One server's turn in a smooth WRR round: it gains its effective weight, and a weight
+    cut by failures earns one unit back. Returns the gain, for the total the round's winner
+    pays back. One helper for round robin and least_conn's tie-break, so they cannot drift.
+    """
+    effective = server.effective_weight
+    server.current_weight += effective
+    if effective < server.weight:
+        server.effective_weight = effective + 1
+    return effective
 
-    Every eligible peer gains its effective weight, the largest current weight wins
+
+def _recover_weight(server: ServerState) -> None:
+    """What smooth WRR over a one-server group leaves behind (:func:`_wrr_step`, then the
+    server pays back its own gain): current weight unchanged, effective weight one step
+    nearer its configured weight. Cheaper than a round for the ring's common case."""
+    if server.effective_weight < server.weight:
+        server.effective_weight += 1
+
+
+def smooth_wrr(servers: Sequence[ServerState], now: float,
+               exclude: Collection[ServerState]) -> ServerState | None:
+    """nginx's smooth weighted round robin over the eligible ``servers``.
+
+    Every eligible server gains its effective weight, the largest current weight wins
     (the first on a tie) and pays back the total. Weights 5,1,1 give a a b a c a a: the
-    heavy server's turns are spread out rather than bunched. A peer whose effective
+    heavy server's turns are spread out rather than bunched. A server whose effective
     weight was cut by failures earns one unit back each time it is considered.
     """
-    best: Peer | None = None
+    best: ServerState | None = None
     total = 0
-    for peer in peers:
-        if exclude and peer in exclude:
+    for server in servers:
+        if exclude and server in exclude:
             continue
-        if not peer.available(now):
+        if not server.available(now):
             continue
-        effective = peer.effective_weight
-        peer.current_weight += effective
-        total += effective
-        if effective < peer.weight:
-            peer.effective_weight = effective + 1
-        if best is None or peer.current_weight > best.current_weight:
-            best = peer
+        total += _wrr_step(server)
+        if best is None or server.current_weight > best.current_weight:
+            best = server
     if best is None:
         return None
     best.current_weight -= total
@@ -100,89 +115,87 @@ def smooth_wrr(peers: Sequence[Peer], now: float, exclude: Collection[Peer]) -> 
 class RoundRobin:
     """The default: smooth weighted round robin."""
 
-    __slots__ = ("_peers",)
+    __slots__ = ("_servers",)
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
-        self._peers = tuple(peers)
+    def __init__(self, servers: Sequence[ServerState]) -> None:
+        self._servers = tuple(servers)
 
-    def pick(self, now: float, key: bytes | None, exclude: Collection[Peer]) -> Peer | None:
-        """The next peer in weighted turn; ``key`` is ignored."""
-        return smooth_wrr(self._peers, now, exclude)
+    def pick(self, now: float, key: bytes | None,
+             exclude: Collection[ServerState]) -> ServerState | None:
+        """The next server in weighted turn; ``key`` is ignored."""
+        return smooth_wrr(self._servers, now, exclude)
 
 
 class LeastConn:
     """``least_conn``: fewest active connections per unit of weight.
 
     Ratios are compared by cross-multiplication (a.active * b.weight) so there is no
-    float rounding; peers tied on the lowest ratio share by smooth round robin, which
+    float rounding; servers tied on the lowest ratio share by smooth round robin, which
     is what spreads a burst of new connections over idle servers.
     """
 
-    __slots__ = ("_peers",)
+    __slots__ = ("_servers",)
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
-        self._peers = tuple(peers)
+    def __init__(self, servers: Sequence[ServerState]) -> None:
+        self._servers = tuple(servers)
 
-    def pick(self, now: float, key: bytes | None, exclude: Collection[Peer]) -> Peer | None:
-        """The least loaded eligible peer; ``key`` is ignored."""
-        peers = self._peers
-        best: Peer | None = None
+    def pick(self, now: float, key: bytes | None,
+             exclude: Collection[ServerState]) -> ServerState | None:
+        """The least loaded eligible server; ``key`` is ignored."""
+        servers = self._servers
+        best: ServerState | None = None
         start = 0
         many = False
-        for i, peer in enumerate(peers):
-            if not _eligible(peer, now, exclude):
+        for i, server in enumerate(servers):
+            if not _eligible(server, now, exclude):
                 continue
-            if best is None or peer.active * best.weight < best.active * peer.weight:
-                best, start, many = peer, i, False
-            elif peer.active * best.weight == best.active * peer.weight:
+            if best is None or server.active * best.weight < best.active * server.weight:
+                best, start, many = server, i, False
+            elif server.active * best.weight == best.active * server.weight:
                 many = True
         if best is None:
             return None
         if many:
             active, weight = best.active, best.weight
             total = 0
-            for i in range(start, len(peers)):
-                peer = peers[i]
-                if peer.active * weight != active * peer.weight:
+            for i in range(start, len(servers)):
+                server = servers[i]
+                if server.active * weight != active * server.weight:
                     continue
-                if not _eligible(peer, now, exclude):
+                if not _eligible(server, now, exclude):
                     continue
-                effective = peer.effective_weight
-                peer.current_weight += effective
-                total += effective
-                if effective < peer.weight:
-                    peer.effective_weight = effective + 1
-                if peer.current_weight > best.current_weight:
-                    best = peer
+                total += _wrr_step(server)
+                if server.current_weight > best.current_weight:
+                    best = server
             best.current_weight -= total
         _admit(best, now)
         return best
 
 
 class _WeightWalk:
-    """Maps a hash value to a peer the way nginx walks ``hash % total_weight`` over
-    the peers in order, each covering ``weight`` slots.
+    """Maps a hash value to a server the way nginx walks ``hash % total_weight`` over
+    the servers in order, each covering ``weight`` slots.
 
-    Down and failed peers keep their slots, so marking one server down moves only the
+    Down and failed servers keep their slots, so marking one server down moves only the
     clients that hashed to it, which is why nginx's documentation says to mark a server
     ``down`` rather than delete it under ``ip_hash``.
     """
 
-    __slots__ = ("_bounds", "_peers", "_rr", "_total")
+    __slots__ = ("_bounds", "_rr", "_servers", "_total")
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
-        self._peers = tuple(peers)
+    def __init__(self, servers: Sequence[ServerState]) -> None:
+        self._servers = tuple(servers)
         bounds: list[int] = []
         total = 0
-        for peer in self._peers:
-            total += peer.weight
+        for server in self._servers:
+            total += server.weight
             bounds.append(total)
         self._bounds = tuple(bounds)
         self._total = total
-        self._rr = RoundRobin(self._peers)
+        self._rr = RoundRobin(self._servers)
 
-    def _at(self, value: int) -> Peer:
-        return self._peers[bisect_right(self._bounds, value % self._total)]
+    def _at(self, value: int) -> ServerState:
+        return self._servers[bisect_right(self._bounds, value % self._total)]
 
 
 class IpHash(_WeightWalk):
@@ -196,20 +209,21 @@ class IpHash(_WeightWalk):
 
     __slots__ = ()
 
-    def pick(self, now: float, key: bytes | None, exclude: Collection[Peer]) -> Peer | None:
-        """The client's peer; when it is unavailable, nginx's rehash, then round robin."""
-        peers = self._peers
-        if len(peers) < 2:
+    def pick(self, now: float, key: bytes | None,
+             exclude: Collection[ServerState]) -> ServerState | None:
+        """The client's server; when it is unavailable, nginx's rehash, then round robin."""
+        servers = self._servers
+        if len(servers) < 2:
             return self._rr.pick(now, key, exclude)
         addr = ip_hash_bytes(key)
         value = _IP_HASH_SEED
         for _ in range(HASH_TRIES):
             for byte in addr:
                 value = (value * _IP_HASH_MUL + byte) % _IP_HASH_MOD
-            peer = self._at(value)
-            if _eligible(peer, now, exclude):
-                _admit(peer, now)
-                return peer
+            server = self._at(value)
+            if _eligible(server, now, exclude):
+                _admit(server, now)
+                return server
         return self._rr.pick(now, key, exclude)
 
 
@@ -224,18 +238,19 @@ class Hash(_WeightWalk):
 
     __slots__ = ()
 
-    def pick(self, now: float, key: bytes | None, exclude: Collection[Peer]) -> Peer | None:
-        """The key's peer; when it is unavailable, rehash, then round robin."""
-        if not key or len(self._peers) < 2:
+    def pick(self, now: float, key: bytes | None,
+             exclude: Collection[ServerState]) -> ServerState | None:
+        """The key's server; when it is unavailable, rehash, then round robin."""
+        if not key or len(self._servers) < 2:
             return self._rr.pick(now, key, exclude)
         value = 0
         for n in range(HASH_TRIES):
             crc = zlib.crc32(key, _REHASH_PREFIX_CRC[n]) if n else zlib.crc32(key)
             value += (crc >> 16) & 0x7FFF
-            peer = self._at(value)
-            if _eligible(peer, now, exclude):
-                _admit(peer, now)
-                return peer
+            server = self._at(value)
+            if _eligible(server, now, exclude):
+                _admit(server, now)
+                return server
         return self._rr.pick(now, key, exclude)
 
 
@@ -261,25 +276,25 @@ class ConsistentHash:
     Adding a server takes over only the keys that now land on its points: about 1/n.
     """
 
-    __slots__ = ("_hashes", "_owners", "_peers", "_rr")
+    __slots__ = ("_hashes", "_owners", "_rr", "_servers")
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
-        self._peers = tuple(peers)
-        self._rr = RoundRobin(self._peers)
-        owners: dict[str, list[Peer]] = {}
-        for peer in self._peers:
-            owners.setdefault(peer.address, []).append(peer)
+    def __init__(self, servers: Sequence[ServerState]) -> None:
+        self._servers = tuple(servers)
+        self._rr = RoundRobin(self._servers)
+        owners: dict[str, list[ServerState]] = {}
+        for server in self._servers:
+            owners.setdefault(server.address, []).append(server)
         groups = {address: tuple(group) for address, group in owners.items()}
-        points: list[tuple[int, int, tuple[Peer, ...]]] = []
-        for order, peer in enumerate(self._peers):
-            base = _server_base_crc(peer.address)
+        points: list[tuple[int, int, tuple[ServerState, ...]]] = []
+        for order, server in enumerate(self._servers):
+            base = _server_base_crc(server.address)
             prev = 0
-            for _ in range(peer.weight * POINTS_PER_WEIGHT):
+            for _ in range(server.weight * POINTS_PER_WEIGHT):
                 prev = zlib.crc32(prev.to_bytes(4, "little"), base)
-                points.append((prev, order, groups[peer.address]))
+                points.append((prev, order, groups[server.address]))
         points.sort(key=lambda point: (point[0], point[1]))
         hashes: list[int] = []
-        ring: list[tuple[Peer, ...]] = []
+        ring: list[tuple[ServerState, ...]] = []
         for value, _, group in points:
             if hashes and hashes[-1] == value:
                 continue
@@ -288,9 +303,10 @@ class ConsistentHash:
         self._hashes = tuple(hashes)
         self._owners = tuple(ring)
 
-    def pick(self, now: float, key: bytes | None, exclude: Collection[Peer]) -> Peer | None:
-        """The key's peer on the ring, walking on past unavailable servers."""
-        if not key or len(self._peers) < 2:
+    def pick(self, now: float, key: bytes | None,
+             exclude: Collection[ServerState]) -> ServerState | None:
+        """The key's server on the ring, walking on past unavailable servers."""
+        if not key or len(self._servers) < 2:
             return self._rr.pick(now, key, exclude)
         hashes, owners = self._hashes, self._owners
         count = len(hashes)
@@ -298,23 +314,16 @@ class ConsistentHash:
         for step in range(HASH_TRIES):
             group = owners[(index + step) % count]
             if len(group) == 1:
-                peer = group[0]
-                if _eligible(peer, now, exclude):
-                    _recover_weight(peer)
-                    _admit(peer, now)
-                    return peer
+                server = group[0]
+                if _eligible(server, now, exclude):
+                    _recover_weight(server)
+                    _admit(server, now)
+                    return server
                 continue
             chosen = smooth_wrr(group, now, exclude)
             if chosen is not None:
                 return chosen
         return self._rr.pick(now, key, exclude)
-
-
-def _recover_weight(peer: Peer) -> None:
-    """What smooth WRR over a one-peer group leaves behind: current weight unchanged,
-    effective weight one step nearer its configured weight."""
-    if peer.effective_weight < peer.weight:
-        peer.effective_weight += 1
 
 
 def ip_hash_bytes(key: bytes | None) -> bytes:
@@ -346,17 +355,18 @@ def ip_hash_key(host: str) -> bytes | None:
         return None
 
 
-def make_policy(balance: Balance, peers: Sequence[Peer], *, consistent: bool = False) -> Policy:
+def make_policy(balance: Balance, servers: Sequence[ServerState], *,
+                consistent: bool = False) -> Policy:
     """The policy object for one tier of a group, precomputing what it needs (the
     weight walk, the ring) so a pick does no set-up work."""
     if consistent and balance != "hash":
         raise ValueError("consistent applies only to balance='hash'")
     if balance == "round_robin":
-        return RoundRobin(peers)
+        return RoundRobin(servers)
     if balance == "least_conn":
-        return LeastConn(peers)
+        return LeastConn(servers)
     if balance == "ip_hash":
-        return IpHash(peers)
+        return IpHash(servers)
     if balance == "hash":
-        return ConsistentHash(peers) if consistent else Hash(peers)
+        return ConsistentHash(servers) if consistent else Hash(servers)
     raise ValueError(f"unknown balance {balance!r}; expected one of {', '.join(BALANCES)}")

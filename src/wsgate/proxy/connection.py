@@ -1,524 +1,412 @@
-"""One client connection, top to bottom: parse the head (llhttp), check it, route it, pick
-an upstream (next one on failure), send the head, relay the body both ways, and either
-finish an HTTP exchange (keep-alive) or verify the 101 and hand both sockets to a tunnel.
+"""One client connection: the asyncio glue around :mod:`~wsgate.proxy.exchange`.
 
-Parser callbacks only queue events; :meth:`ClientConnection._pump` applies them in order
-when the exchange can take them. That one queue gives pipelining, bodies that arrive
-before the upstream is connected, and backpressure: while events wait, reading stops.
+Bytes in: llhttp (httptools) parses them, and its callbacks only queue events (a head, a
+piece of body, an end). :meth:`ClientConnection._pump` hands them to the exchange in order,
+when it can take them: that one queue gives pipelining, bodies that arrive before the
+upstream is connected, and backpressure (while events wait, reading stops). Events from
+the upstream side come through :class:`~wsgate.proxy.callbacks.ResponseHandler`. What to do
+is the exchange's decision; writing, timers, picking and connecting a server are here.
+After a verified 101 both sockets go to a :class:`~wsgate.proxy.tunnel.Tunnel` and this
+object is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections import deque
-from enum import Enum
-from functools import partial
-from typing import Any, cast
+from typing import cast
 
-import httptools
-
-from wsgate.proxy import handshake, http1
-from wsgate.proxy.accesslog import Entry
-from wsgate.proxy.backend import UpstreamConnection
+from wsgate.proxy import connector, http1
 from wsgate.proxy.balancer import ip_hash_key
-from wsgate.proxy.context import ProxyContext, Route
-from wsgate.proxy.headers import RequestContext, client_response_headers, upstream_request_headers
-from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead
-from wsgate.proxy.tunnel import WRITE_HIGH_WATER, Tunnel
-from wsgate.proxy.upstreams import Peer
+from wsgate.proxy.exchange import (
+    TIMER,
+    Event,
+    Exchange,
+    Phase,
+    Reply,
+    Request,
+    Response,
+    Timer,
+    advance,
+)
+from wsgate.proxy.flow import WRITE_HIGH_WATER, ReadGate, Stall
+from wsgate.proxy.headers import Variables, client_response_headers, upstream_request_headers
+from wsgate.proxy.http1 import HeadError, Headers, RequestHead
+from wsgate.proxy.reader import BODY, ERROR, HEAD, RequestReader
+from wsgate.proxy.routes import Route
+from wsgate.proxy.servers import ServerState
+from wsgate.proxy.tunnel import Tunnel
+from wsgate.proxy.upstream_connection import UpstreamConnection
+from wsgate.proxy.worker import Worker
 
-Event = tuple[str, Any]
+log = logging.getLogger(__name__)
 
+_QUEUE, _UPSTREAM, _UPGRADE = 1, 2, 4
+"""Why the client is not read: events wait; the upstream takes no more; the bytes after an
+upgrade request belong to the tunnel that may follow."""
 
-class State(Enum):
-    IDLE = 1  # between requests
-    ACTIVE = 2  # a request is being proxied
-    TUNNEL = 3  # handed over to a tunnel
-    CLOSED = 4
+_NO_HEAD = RequestHead(b"-", b"", "1.1", [])
+"""What an exchange refused before its head was complete is logged as: nginx's "-"."""
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, ctx: ProxyContext, scheme: str) -> None:
-        self.ctx = ctx
+    __slots__ = (
+        "connect_task", "exchange", "gate", "head_started", "head_wall", "loop", "phase",
+        "reader", "remote_addr", "remote_port", "scheme", "seen_upstream_bytes", "server",
+        "server_host", "server_port", "stall", "timer", "transport", "trusted", "upstream",
+        "worker",
+    )
+
+    def __init__(self, worker: Worker, scheme: str) -> None:
+        self.worker = worker
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport
-        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
-        self.state = State.IDLE
-        self.events: deque[Event] = deque()
-        self.queued_heads = 0
-        self.queued_bytes = 0
-        self.queue_paused = False
-        self.upstream_paused = False
+        self.gate: ReadGate
+        self.reader = RequestReader(worker.config)
+        self.phase = Phase.WAITING
+        self.exchange: Exchange | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.stalled = 0
-        self.stall_timer: asyncio.TimerHandle | None = None
-        # The head being parsed.
-        self._url = b""
-        self._headers: Headers = []
-        self._head_size = 0
-        self._head_bytes = 0
-        self._in_head = False
-        # The exchange in progress.
-        self.head: RequestHead | None = None
-        self.route: Route | None = None
-        self.framing = BodyFraming(False, 0)
-        self.keep_alive = False
-        self.upgrade_key: bytes | None = None
+        self.stall = Stall(0.0)
         self.upstream: UpstreamConnection | None = None
-        self.peer: Peer | None = None
+        self.server: ServerState | None = None
+        """The server this connection counts against (max_conns, least_conn) right now."""
         self.connect_task: asyncio.Task[None] | None = None
-        self.request_sent = False
-        self.request_complete = False
-        self.body_received = 0
-        self.response_started = False
-        self.response_status = 0
-        self.response_chunked = False
-        self.response_keep_alive = False
-        self.response_close_delimited = False
-        self.bytes_sent = 0
-        self.started = 0.0
-        self.started_wall = 0.0
-        self.connect_time: float | None = None
-        self.header_time: float | None = None
-        self.upgrade_pending: list[bytes] = []
         self.seen_upstream_bytes = 0
+        self.head_started = 0.0
+        self.head_wall = 0.0
 
-    # -- connection events ------------------------------------------------------------------
+    # -- the client's socket -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        peer = transport.get_extra_info("peername") or ("", 0)
+        self.gate = ReadGate(self.transport)
+        remote = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
-        self.remote_addr: str = peer[0]
-        self.remote_port: int = peer[1]
+        self.remote_addr: str = remote[0]
+        self.remote_port: int = remote[1]
         self.server_host: str = local[0]
         self.server_port: int = local[1]
-        self.trusted = self.ctx.config.trusts(self.remote_addr)
-        self.ctx.connections.add(self)
+        self.trusted = self.worker.config.trusts(self.remote_addr)
+        self.worker.open.add(self)
         # nginx: a new connection gets client_header_timeout to start its first request, so
         # one that never sends a byte is not held for keepalive_timeout.
-        self._arm(self.ctx.config.client_header_timeout, self._idle_timeout)
+        self._arm(self.worker.config.client_header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is State.ACTIVE:
-            if not self.response_started:
-                self.response_status = 499  # nginx: the client closed the connection
+        if self.phase is Phase.EXCHANGE and self.exchange is not None:
+            self.exchange.client_gone()
             self._log()
             self._drop_upstream()
-        self.state = State.CLOSED
+        self.phase = Phase.CLOSED
         self._disarm()
-        self.ctx.connections.discard(self)
+        self.stall.cancel()
+        self.worker.open.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.parser is None:  # after an upgrade request, bytes wait for the tunnel
-            self.upgrade_pending.append(data)
-            self.transport.pause_reading()
-            return
-        if not self._in_head and self.state is State.IDLE and not self.events:
-            self._in_head = True
-            self._head_bytes = 0
+        reader = self.reader
+        if self.phase is Phase.WAITING and not reader.events and reader.parser is not None:
+            self.phase = advance(self.phase, Event.HEAD_BYTES)
+            reader.start_head()
             # A head refused before it is complete is logged from its first byte, as nginx.
-            self.started = time.monotonic()
-            self.started_wall = time.time()
-            self._arm(self.ctx.config.client_header_timeout, self._head_timeout)
-        if self._in_head:
-            self._head_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self.parser = None
-            rest = data[upgrade.args[0]:]
-            if rest:
-                self.upgrade_pending.append(rest)
-        except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            self._reject(cause if isinstance(cause, HeadError) else HeadError(400, "bad request"))
-            return
-        except httptools.HttpParserError as error:
-            # Only a well-formed but unknown version ("HTTP/1.2") is a 505; llhttp's other
-            # version messages ("Expected CRLF after version") are about a malformed line.
-            version = "invalid http version" in str(error).lower()
-            self._reject(HeadError(505 if version else 400, "malformed request"))
-            return
-        if self._in_head:
-            config = self.ctx.config
-            if not self._headers and len(self._url) > config.max_request_line:
-                self._reject(HeadError(414, "request line too long"))
-                return
-            if self._head_bytes > config.max_request_line + config.max_header_total:
-                self._reject(HeadError(431, "request head too large"))
-                return
+            self.head_started = time.monotonic()
+            self.head_wall = time.time()
+            self._arm(self.worker.config.client_header_timeout)
+        if reader.feed(data, self.worker.config):
+            self.gate.hold(_UPGRADE)
         self._pump()
 
     def pause_writing(self) -> None:
         if self.upstream is not None:
             self.upstream.transport.pause_reading()
-        self.stall(1)
+        self.stall.begin(self._stall_timeout)
 
     def resume_writing(self) -> None:
         if self.upstream is not None and not self.upstream.transport.is_closing():
             self.upstream.transport.resume_reading()
-        self.stall(-1)
-
-    def stall(self, change: int) -> None:
-        """nginx's send_timeout (client side) and proxy_send_timeout (upstream side) in
-        one: a peer that takes no byte for that long loses the connection."""
-        self.stalled += change
-        timeout = self.route.location.send_timeout if self.route is not None else 0
-        if self.stalled > 0 and self.stall_timer is None and timeout > 0:
-            self.stall_timer = self.loop.call_later(timeout, self._stall_timeout)
-        elif self.stalled == 0 and self.stall_timer is not None:
-            self.stall_timer.cancel()
-            self.stall_timer = None
+        self.stall.end()
 
     def _stall_timeout(self) -> None:
-        """Abort, not close: a close would wait for the peer that takes nothing."""
-        self.stall_timer = None
-        if self.state is State.ACTIVE:
+        """nginx's send_timeout and proxy_send_timeout in one: a side that takes no byte for
+        that long loses the connection. Before any response it is the upstream, and the
+        client gets 504; after, abort, not close: a close would wait for the stuck side."""
+        exchange = self.exchange
+        if self.phase is Phase.EXCHANGE and exchange is not None \
+                and exchange.response is Response.WAITING:
+            log.error("upstream %s took nothing for %gs (proxy_send_timeout)%s",
+                      exchange.upstream_addr, self.stall.timeout, self._context())
+            self._reject(HeadError(504, "upstream took nothing in time"), logged=True)
+            return
+        log.info("nothing could be written for %gs (send_timeout), closing%s",
+                 self.stall.timeout, self._context())
+        if self.phase is Phase.EXCHANGE:
             self._log()
         self._drop_upstream()
         self._close()
         self.transport.abort()
 
-    # -- parser callbacks: only queue ---------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._head_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.ctx.config.max_request_line:
-            raise HeadError(414, "request line too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        line = len(name) + len(value) + 4
-        self._head_size += line
-        config = self.ctx.config
-        if line > config.max_header_line or self._head_size > config.max_header_total:
-            raise HeadError(431, "request header too large")
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        head = RequestHead(
-            method=self.parser.get_method(),
-            target=self._url,
-            version=self.parser.get_http_version(),
-            headers=self._headers,
-        )
-        if self._in_head:  # a pipelined head must not disarm the request in flight's timer
-            self._in_head = False
-            self._disarm()
-        self.queued_heads += 1
-        self.events.append(("head", (head, self.parser.should_keep_alive())))
-
-    def on_body(self, body: bytes) -> None:
-        self.queued_bytes += len(body)
-        self.events.append(("body", body))
-
-    def on_message_complete(self) -> None:
-        self.events.append(("end", None))
-
     # -- applying events in order ------------------------------------------------------------
 
     def _pump(self) -> None:
-        events = self.events
-        while events and self.state is not State.CLOSED:
+        reader = self.reader
+        events = reader.events
+        while events and self.phase is not Phase.CLOSED:
             kind, value = events[0]
-            if kind == "head":
-                if self.state is not State.IDLE:
+            if kind == HEAD:
+                if self.phase is not Phase.WAITING and self.phase is not Phase.READING_HEAD:
                     break
-                events.popleft()
-                self.queued_heads -= 1
-                self._begin(*value)
-            elif not self.request_sent:
-                break
+                reader.take()
+                head, keep_alive = cast(tuple[RequestHead, bool], value)
+                self._begin(head, keep_alive)
+            elif kind == ERROR:
+                exchange = self.exchange
+                if exchange is not None and exchange.request is Request.SENT:
+                    break  # a later request's: answered after this one
+                reader.take()
+                error, refused = cast(tuple[HeadError, RequestHead | None], value)
+                if exchange is None and refused is not None:  # refused with its body
+                    self.exchange = Exchange(refused, False, time.monotonic(), time.time())
+                self._reject(error)
             else:
-                events.popleft()
-                if kind == "body":
-                    self.queued_bytes -= len(value)
-                self._send_body(kind, value)
+                exchange = self.exchange
+                if exchange is None or exchange.request is not Request.SENDING:
+                    break  # the head is not upstream yet
+                reader.take()
+                if kind == BODY:
+                    self._send_body(exchange, cast(bytes, value))
+                else:
+                    self._send_end(exchange)
+        if self.phase is Phase.CLOSED:
+            return
         # Reading stops for a pipelined request or a body the upstream is not taking yet,
         # not for a small waiting tail: reading on is how a client's close is noticed.
-        paused = self.queued_heads > 0 or self.queued_bytes > WRITE_HIGH_WATER
-        if paused != self.queue_paused and self.state is not State.CLOSED:
-            self.queue_paused = paused
-            if paused:
-                self.transport.pause_reading()
-            else:
-                self.resume_client_reading()
+        if reader.queued_heads > 0 or reader.queued_bytes > WRITE_HIGH_WATER:
+            self.gate.hold(_QUEUE)
+        else:
+            self.gate.release(_QUEUE)
 
-    def resume_client_reading(self) -> None:
-        if (not self.queue_paused and not self.upstream_paused
-                and self.state is not State.CLOSED and self.parser is not None):
-            self.transport.resume_reading()
-
-    def _send_body(self, kind: str, value: Any) -> None:
+    def _send_body(self, exchange: Exchange, body: bytes) -> None:
         upstream = self.upstream
         assert upstream is not None
-        if kind == "body":
-            self.body_received += len(value)
-            limit = self.ctx.config.client_max_body_size
-            if limit is not None and self.body_received > limit:
-                self._reject(HeadError(413, "body over client_max_body_size"))
-                return
-            if self.framing.chunked:
-                upstream.transport.writelines((b"%x\r\n" % len(value), value, b"\r\n"))
-            else:
-                upstream.transport.write(value)
-        elif kind == "end":
-            if self.framing.chunked:
-                upstream.transport.write(b"0\r\n\r\n")
-            self.request_complete = True
-            # proxy_read_timeout runs from here: a slow upload is not the upstream's silence.
-            self.seen_upstream_bytes = upstream.received
-            self._arm(self.route.location.read_timeout if self.route else 0, self._read_timeout)
+        try:
+            exchange.body(len(body), self.worker.config.client_max_body_size)
+        except HeadError as error:
+            self._reject(error)
+            return
+        if exchange.framing.chunked:
+            upstream.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+        else:
+            upstream.transport.write(body)
+
+    def _send_end(self, exchange: Exchange) -> None:
+        upstream = self.upstream
+        assert upstream is not None and exchange.route is not None
+        if exchange.framing.chunked:
+            upstream.transport.write(b"0\r\n\r\n")
+        exchange.request_done()
+        # proxy_read_timeout runs from here: a slow upload is not the upstream's silence.
+        self.seen_upstream_bytes = upstream.received
+        self._arm(exchange.route.location.read_timeout)
 
     # -- one exchange -------------------------------------------------------------------------
 
     def _begin(self, head: RequestHead, keep_alive: bool) -> None:
-        self.state = State.ACTIVE
-        self.head = head
-        self.keep_alive = keep_alive and not self.ctx.draining
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-        self.request_sent = self.request_complete = self.response_started = False
-        self.body_received = self.bytes_sent = self.response_status = 0
-        self.connect_time = self.header_time = None
-        self.upgrade_key = None
-        self.peer = None
+        worker = self.worker
+        self.phase = advance(self.phase, Event.BEGIN)
+        self._disarm()
+        exchange = Exchange(head, keep_alive and not worker.draining, time.monotonic(),
+                            time.time())
+        self.exchange = exchange
         try:
-            if head.method == b"CONNECT":
-                raise HeadError(405, "CONNECT is not proxied")
-            self.framing = http1.check_request_head(head, self.ctx.config.client_max_body_size)
-            if handshake.wants_upgrade(head):
-                self.upgrade_key = handshake.check_request(head)
-            route = self.ctx.route(head.path)
+            exchange.check(worker.config.client_max_body_size)
+            route = worker.routes.match(head.path)
             if route is None:
                 raise HeadError(404, "no location matches")
         except HeadError as error:
             self._reject(error)
             return
-        self.route = route
-        self.connect_task = self.loop.create_task(self._connect(route))
+        exchange.route = route
+        self.stall.timeout = route.location.send_timeout
+        self.connect_task = self.loop.create_task(self._connect(exchange, route))
 
-    async def _connect(self, route: Route) -> None:
-        """Pick a server and connect, trying the next on failure (``proxy_next_upstream``)
-        while nothing has reached the client. Anything that ends the request meanwhile
-        cancels this task (``_drop_upstream``), so after an ``await`` it is still wanted."""
-        location = route.location
-        group = route.group
-        assert self.head is not None
-        ctx = RequestContext(self.head, self.remote_addr, self.remote_port, self.scheme,
-                             self.server_port, self.server_host, self.trusted)
-        key = self._balance_key(route, ctx)
-        tried: list[Peer] = []
-        timed_out = False
-        deadline = (self.started + location.next_upstream_timeout
-                    if location.next_upstream_timeout else None)
-        while True:
-            now = time.monotonic()
-            peer = group.pick(now, key, tried)
-            if peer is None:
-                break
-            tried.append(peer)
-            group.acquire(peer)
-            address = peer.config.address
-            pooled = self.ctx.pool.take(address)
-            if pooled is not None:
-                conn = pooled
-            else:
-                try:
-                    async with asyncio.timeout(location.connect_timeout):
-                        _transport, conn = await self.loop.create_connection(
-                            partial(UpstreamConnection, address),
-                            peer.config.host, peer.config.port,
-                        )
-                except asyncio.CancelledError:
-                    group.release(peer)  # the client left while connecting
-                    raise
-                except (TimeoutError, OSError) as error:
-                    group.release(peer)
-                    group.report_failure(peer, time.monotonic())
-                    timed_out = isinstance(error, TimeoutError)
-                    tries = location.next_upstream_tries
-                    if (tries and len(tried) >= tries) or (
-                        deadline is not None and time.monotonic() >= deadline
-                    ):
-                        break
-                    continue
-            self.connect_time = time.monotonic() - self.started
-            self._attach(conn, peer, ctx)
+    async def _connect(self, exchange: Exchange, route: Route) -> None:
+        """Pick a server and connect (:mod:`~wsgate.proxy.connector`). Anything that ends
+        the request meanwhile cancels this task (``_drop_upstream``)."""
+        variables = Variables(exchange.head, self.remote_addr, self.remote_port, self.scheme,
+                              self.server_port, self.server_host, self.trusted)
+        try:
+            conn, server = await connector.connect(
+                route, self._balance_key(route, variables), self.worker.pool,
+                exchange.started, self._context)
+        except connector.Unreachable as error:
+            self._reject(HeadError(error.status, "no upstream reachable"), logged=True)
             return
-        self._reject(HeadError(504 if timed_out else 502, "no upstream reachable"))
+        self.server = server
+        exchange.connect_time = time.monotonic() - exchange.started
+        self._attach(exchange, route, conn, server, variables)
 
-    def _balance_key(self, route: Route, ctx: RequestContext) -> bytes | None:
+    def _balance_key(self, route: Route, variables: Variables) -> bytes | None:
         if route.group.balance == "ip_hash":
             return ip_hash_key(self.remote_addr)
         if route.hash_key is not None:
-            return ctx.expand(route.hash_key)
+            return variables.expand(route.hash_key)
         return None
 
-    def _attach(self, conn: UpstreamConnection, peer: Peer, ctx: RequestContext) -> None:
-        assert self.head is not None and self.route is not None
+    def _attach(self, exchange: Exchange, route: Route, conn: UpstreamConnection,
+                server: ServerState, variables: Variables) -> None:
+        head = exchange.head
         self.upstream = conn
-        self.peer = peer
-        conn.client = self
-        conn.head_only = self.head.method == b"HEAD"
+        conn.handler = self
+        conn.head_only = head.method == b"HEAD"
         conn.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        ctx.proxy_host = peer.config.address
-        upgrade = self.head.get(b"upgrade") if self.upgrade_key is not None else None
-        headers = upstream_request_headers(ctx, self.route.set_headers, self.framing, upgrade)
-        conn.transport.write(http1.serialize_request(self.head.method, self.head.target, headers))
-        self.request_sent = True
+        if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            conn.transport.pause_reading()  # the client has not taken the last response yet
+        variables.proxy_host = server.address
+        upgrade = head.get(b"upgrade") if exchange.upgrade_key is not None else None
+        headers = upstream_request_headers(variables, route.set_headers, exchange.framing,
+                                           upgrade)
+        conn.transport.write(http1.serialize_request(head.method, head.target, headers))
+        exchange.head_sent(server.address)
         self._pump()
 
-    # -- the upstream's answer ---------------------------------------------------------------
+    # -- the upstream's answer: ResponseHandler -----------------------------------------------
 
-    def response_head(self, conn: UpstreamConnection, status: int, headers: Headers,
-                      upstream_keep_alive: bool) -> None:
-        assert self.head is not None
-        if self.header_time is None:
-            self.header_time = time.monotonic() - self.started
-        if self.upgrade_key is not None:
-            try:
-                switched = handshake.response_is_switch(status, headers, self.upgrade_key)
-            except HeadError as error:
-                self._drop_upstream()
-                self._reject(error)
-                return
-            if switched:
-                self.response_status = 101
-                self.response_started = True
-                self.transport.write(http1.serialize_response(101, b"Switching Protocols",
-                                                              headers))
-                return
-            self.keep_alive = False  # the client's pipelined bytes were meant for a tunnel
-        if status == 101 and self.upgrade_key is None:
-            self._reject(HeadError(502, "upstream switched protocols unasked"))
+    def response_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        try:
+            reply = exchange.response_head(status, headers, keep_alive,
+                                           time.monotonic() - exchange.started)
+        except HeadError as error:
+            log.error("%s (server %s)%s", error, exchange.upstream_addr, self._context())
+            self._drop_upstream()
+            self._reject(error, logged=True)
             return
-        http11 = self.head.version == "1.1"
-        if 100 <= status < 200:
-            if http11:  # RFC 9110 15.2: no 1xx to an HTTP/1.0 client
-                self.transport.write(http1.serialize_response(
-                    status, http1.reason_phrase(status), headers))
-            return
-        framing = http1.response_framing(status, headers, self.head.method)
-        close_delimited = framing.length is None and not framing.chunked
-        self.response_close_delimited = close_delimited
-        self.response_chunked = http11 and (framing.chunked or close_delimited)
-        if framing.length is None and not http11:
-            self.keep_alive = False  # an HTTP/1.0 client learns the end from the close
-        self.response_keep_alive = upstream_keep_alive and self.upgrade_key is None
-        self.response_status = status
-        self.response_started = True
-        out = client_response_headers(headers, self.keep_alive, self.response_chunked)
-        reason = http1.reason_phrase(status)
-        self.transport.write(http1.serialize_response(status, reason, out))
+        if reply is Reply.RELAY:
+            out = client_response_headers(headers, exchange.keep_alive, exchange.chunked,
+                                          exchange.head.version == "1.0")
+            self.transport.write(http1.serialize_response(status, http1.reason_phrase(status),
+                                                          out))
+        elif reply is Reply.SWITCH:
+            self.transport.write(http1.serialize_response(101, b"Switching Protocols",
+                                                          headers))
+        elif reply is Reply.INTERIM:
+            self.transport.write(http1.serialize_response(status, http1.reason_phrase(status),
+                                                          headers))
 
     def response_body(self, body: bytes) -> None:
-        self.bytes_sent += len(body)
-        if self.response_chunked:
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.sent(len(body))
+        if exchange.chunked:
             self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
         else:
             self.transport.write(body)
 
-    def response_end(self, conn: UpstreamConnection) -> None:
-        if self.response_status == 101 or not self.response_started:
-            return  # a 101's end is the tunnel's start; a 1xx's end is not the response's
-        if self.response_chunked:
-            self.transport.write(b"0\r\n\r\n")
-        if not self.request_complete:
-            self.keep_alive = False  # the rest of the body would be read as the next request
-        reusable = (self.response_keep_alive and self.request_complete
-                    and not self.response_close_delimited
-                    and conn.transport.get_write_buffer_size() == 0)
-        self._log()
-        self._release_upstream(reusable)
-        self._finish()
+    def response_end(self) -> None:
+        upstream = self.upstream
+        self._complete(upstream is not None and upstream.transport.get_write_buffer_size() == 0)
 
-    def upstream_switched(self, conn: UpstreamConnection, rest: bytes) -> None:
+    def _complete(self, upstream_idle: bool) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        if exchange.response is not Response.RELAYING:
+            return  # a 101's end is the tunnel's start; a 1xx's end is not the response's
+        if exchange.chunked:
+            self.transport.write(b"0\r\n\r\n")
+        reusable = exchange.response_done(upstream_idle)
+        self._log()
+        self._release_upstream(exchange, reusable)
+        self._finish(exchange)
+
+    def upstream_switched(self, rest: bytes) -> None:
         """The 101 is verified and sent: join the two transports."""
-        assert self.route is not None and self.peer is not None
-        if self.response_status != 101:
+        exchange, upstream, server = self.exchange, self.upstream, self.server
+        if exchange is None or exchange.response is not Response.SWITCHED:
             return
+        assert exchange.route is not None and upstream is not None and server is not None
+        self.phase = advance(self.phase, Event.SWITCH)
         self._disarm()
-        self.state = State.TUNNEL
-        conn.client = None
+        self.stall.cancel()
+        upstream.handler = None
         self.upstream = None
-        group, peer, ctx, started = self.route.group, self.peer, self.ctx, self.started
-        entry = self._entry(101, 0, 0)
+        self.server = None  # the tunnel holds it now
+        group, worker, started = exchange.route.group, self.worker, exchange.started
+        entry = exchange.entry(self.remote_addr, time.monotonic())
 
         def closed(tunnel: Tunnel) -> None:
             """One access-log line per WebSocket, at its close, with the bytes each way."""
-            group.release(peer)
-            ctx.connections.discard(tunnel)
+            group.release(server)
+            worker.open.discard(tunnel)
             entry.body_bytes_sent = tunnel.upstream.received
             entry.bytes_received = tunnel.client.received
             entry.request_time = entry.upstream_response_time = time.monotonic() - started
-            ctx.access_log.write(entry)
+            worker.access_log.write(entry)
 
-        pending = b"".join(self.upgrade_pending)
-        for event_kind, value in self.events:
-            if event_kind == "body":
-                pending += value
-        if self.stall_timer is not None:
-            self.stall_timer.cancel()
-            self.stall_timer = None
-        location = self.route.location
-        tunnel = Tunnel(self.transport, conn.transport, location.read_timeout,
+        pending = b"".join(self.reader.pending)
+        for kind, value in self.reader.events:
+            if kind == BODY:
+                pending += cast(bytes, value)
+        location = exchange.route.location
+        tunnel = Tunnel(self.transport, upstream.transport, location.read_timeout,
                         location.send_timeout, closed)
-        # From here the tunnel stands alone: this object (parser state, head, queues) goes.
-        ctx.connections.discard(self)
-        ctx.connections.add(tunnel)
+        # From here the tunnel stands alone: this object (parser, head, queues) goes.
+        worker.open.discard(self)
+        worker.open.add(tunnel)
         tunnel.start(pending, rest)
 
-    def upstream_failed(self, conn: UpstreamConnection, why: str) -> None:
-        if self.response_started:
+    def upstream_failed(self, why: str) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        log.error("upstream %s %s%s", exchange.upstream_addr, why, self._context())
+        if exchange.response is Response.RELAYING:
             self._log()
             self._drop_upstream()
             self._close()
         else:
-            self._reject(HeadError(502, why))
+            self._reject(HeadError(502, why), logged=True)
 
-    def upstream_lost(self, conn: UpstreamConnection) -> None:
-        if conn is not self.upstream:
+    def upstream_closed(self) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        if exchange.ends_at_close():
+            self._complete(upstream_idle=False)
             return
-        if self.response_started and self.response_close_delimited:
-            conn.client = None
-            self.upstream = None
-            self.response_keep_alive = False
-            self.response_end(conn)
-            return
-        self.upstream_failed(conn, "upstream closed the connection")
+        self.upstream_failed("closed the connection prematurely")
 
-    # -- endings ----------------------------------------------------------------------------
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self.gate.release(_UPSTREAM)
+            self.stall.end()
+        else:
+            self.gate.hold(_UPSTREAM)
+            self.stall.begin(self._stall_timeout)
+
+    # -- endings ------------------------------------------------------------------------------
 
     def _forget_upstream_pause(self) -> None:
         """The upstream's backpressure ends with it, or it would stall the next request."""
-        if self.upstream_paused:
-            self.upstream_paused = False
-            self.stall(-1)
+        if self.gate.holds(_UPSTREAM):
+            self.gate.release(_UPSTREAM)
+            self.stall.end()
 
-    def _release_upstream(self, reusable: bool) -> None:
+    def _release_upstream(self, exchange: Exchange, reusable: bool) -> None:
         self._forget_upstream_pause()
-        conn, peer, route = self.upstream, self.peer, self.route
+        conn, server, route = self.upstream, self.server, exchange.route
         self.upstream = None
-        if peer is not None and route is not None:
-            route.group.release(peer)
-            route.group.report_success(peer, time.monotonic())
-        self.peer = None
+        self.server = None
+        assert route is not None
+        if server is not None:
+            route.group.release(server)
+            route.group.report_success(server, time.monotonic())
         if conn is None:
             return
-        conn.client = None
-        if reusable and route is not None and route.keepalive > 0 and not conn.lost:
+        conn.handler = None
+        if reusable and route.keepalive > 0 and not conn.lost:
             conn.transport.resume_reading()
-            self.ctx.pool.put(conn.address, conn, route.keepalive)
+            self.worker.pool.put(conn.address, conn, route.keepalive)
         else:
             conn.transport.close()
 
@@ -526,54 +414,66 @@ class ClientConnection(asyncio.Protocol):
         self._forget_upstream_pause()
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
-        conn, peer, route = self.upstream, self.peer, self.route
+        conn, server, exchange = self.upstream, self.server, self.exchange
         self.upstream = None
-        self.peer = None
+        self.server = None
         if conn is not None:
-            conn.client = None
+            conn.handler = None
             conn.transport.close()
-        if peer is not None and route is not None:
-            route.group.release(peer)
+        if server is not None and exchange is not None and exchange.route is not None:
+            exchange.route.group.release(server)
 
-    def _finish(self) -> None:
-        """After a response: next request on a keep-alive connection, or close."""
-        if not self.keep_alive or self.ctx.draining:
+    def _finish(self, exchange: Exchange) -> None:
+        """After a response: the next request on a keep-alive connection, or close."""
+        self.exchange = None
+        if not exchange.keep_alive or self.worker.draining:
             self._close()
             return
-        self.state = State.IDLE
-        self.head = None
-        self.request_sent = False
-        self.response_started = False  # so the next request can still get an error page
-        self._arm(self.ctx.config.keepalive_timeout, self._idle_timeout)
+        config = self.worker.config
+        if self.reader.head_open:  # the next request's head is under way: its deadline runs now
+            self.phase = advance(self.phase, Event.DONE_MID_HEAD)
+            self.reader.start_head()
+            self.head_started = time.monotonic()
+            self.head_wall = time.time()
+            self._arm(config.client_header_timeout)
+        else:
+            self.phase = advance(self.phase, Event.DONE)
+            self._arm(config.keepalive_timeout)
         self._pump()
 
-    def _reject(self, error: HeadError) -> None:
-        """Answer with the proxy's own error (if nothing was sent yet) and close."""
-        if self.state is State.CLOSED:
+    def _reject(self, error: HeadError, logged: bool = False) -> None:
+        """Answer with the proxy's own error (if nothing was sent yet) and close; the error
+        log says why, unless the caller already has (``logged``)."""
+        if self.phase is Phase.CLOSED:
             return
-        if not self.response_started:
+        exchange = self.exchange
+        if exchange is None:  # refused before its head was complete
+            exchange = Exchange(_NO_HEAD, False, self.head_started, self.head_wall)
+            self.exchange = exchange
+        if exchange.answer(error.status):
             extra = [(b"Sec-WebSocket-Version", b"13")] if error.status == 426 else []
-            self.response_status = error.status
-            self.response_started = True
             self.transport.write(http1.error_response(error.status, extra))
-            if self.head is None:
-                self.head = RequestHead(b"-", b"", "1.1", [])
+            if not logged:
+                # The client's mistakes are info, as in nginx: a flood of bad requests must
+                # not flood the log at the default level.
+                client = error.status < 500 or error.status == 505
+                level = logging.INFO if client else logging.ERROR
+                log.log(level, "%d %s: %s%s", error.status,
+                        http1.reason_phrase(error.status).decode(), error, self._context())
         self._log()
         self._drop_upstream()
         self._close()
 
     def _close(self) -> None:
-        self.state = State.CLOSED
-        self.events.clear()
+        self.phase = Phase.CLOSED
+        self.reader.events.clear()
         self._disarm()
-        if self.stall_timer is not None:
-            self.stall_timer.cancel()
-            self.stall_timer = None
+        self.stall.cancel()
         self.transport.close()
 
     def close_idle(self) -> None:
         """For shutdown: close now if between requests, else after the current one."""
-        if self.state is State.IDLE and not self._in_head:
+        if self.phase is Phase.WAITING:
             self._close()
 
     def abort(self) -> None:
@@ -581,79 +481,65 @@ class ClientConnection(asyncio.Protocol):
         self._drop_upstream()
         self.transport.abort()
 
-    # -- timers -----------------------------------------------------------------------------
+    # -- the timer: its meaning is the phase's ------------------------------------------------
 
-    def _arm(self, seconds: float, callback: Any) -> None:
+    def _arm(self, seconds: float) -> None:
         self._disarm()
         if seconds > 0:
-            self.timer = self.loop.call_later(seconds, callback)
+            self.timer = self.loop.call_later(seconds, self._timer_expired)
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
 
-    def _idle_timeout(self) -> None:
+    def _timer_expired(self) -> None:
         self.timer = None
-        if self.state is State.IDLE and not self._in_head:
+        meaning = TIMER[self.phase]
+        if meaning is Timer.IDLE:
             self._close()
-
-    def _head_timeout(self) -> None:
-        """client_header_timeout is a total deadline: trickled bytes do not extend it."""
-        self.timer = None
-        if self._in_head:
-            self.head = None
+        elif meaning is Timer.HEAD:
             self._reject(HeadError(408, "request head not received in time"))
+        elif meaning is Timer.UPSTREAM:
+            self._upstream_silent()
 
-    def _read_timeout(self) -> None:
+    def _upstream_silent(self) -> None:
         """nginx's proxy_read_timeout: no byte from the upstream for that long."""
-        self.timer = None
-        conn = self.upstream
-        if conn is None or self.route is None:
+        conn, exchange, server = self.upstream, self.exchange, self.server
+        if conn is None or exchange is None or exchange.route is None:
             return
+        location = exchange.route.location
         if conn.received != self.seen_upstream_bytes:
             self.seen_upstream_bytes = conn.received
-            self._arm(self.route.location.read_timeout, self._read_timeout)
+            self._arm(location.read_timeout)
             return
-        if self.peer is not None and not self.stalled:
-            self.route.group.report_failure(self.peer, time.monotonic())
-        if self.response_started:
+        if server is not None and not self.stall.count:
+            exchange.route.group.report_failure(server, time.monotonic())
+        log.error("upstream %s sent nothing for %gs (proxy_read_timeout)%s",
+                  exchange.upstream_addr, location.read_timeout, self._context())
+        status = exchange.timed_out()
+        if status is None:
             self._log()
             self._drop_upstream()
             self._close()
         else:
-            self._reject(HeadError(504, "upstream timed out"))
+            self._reject(HeadError(status, "upstream timed out"), logged=True)
 
-    # -- access log -------------------------------------------------------------------------
+    # -- logs ---------------------------------------------------------------------------------
 
     def _log(self) -> None:
-        if self.head is not None:
-            self.ctx.access_log.write(self._entry(self.response_status, self.bytes_sent,
-                                                  self.body_received))
+        if self.exchange is not None:
+            self.worker.access_log.write(self.exchange.entry(self.remote_addr, time.monotonic()))
 
-    def _entry(self, status: int, sent: int, received: int) -> Entry:
-        """The access-log line of the current request, as far as it is known now."""
-        head = self.head
-        assert head is not None
-        if head.method == b"-":
-            request = "-"
-        else:
-            request = (f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} "
-                       f"HTTP/{head.version}")
-        duration = time.monotonic() - self.started
-        peer = self.peer
-        return Entry(
-            remote_addr=self.remote_addr,
-            request=request,
-            status=status,
-            body_bytes_sent=sent,
-            http_referer=(head.get(b"referer") or b"-").decode("latin-1"),
-            http_user_agent=(head.get(b"user-agent") or b"-").decode("latin-1"),
-            request_time=duration,
-            upstream_addr=peer.config.address if peer is not None else "-",
-            upstream_connect_time=self.connect_time,
-            upstream_header_time=self.header_time,
-            upstream_response_time=duration if peer is not None else None,
-            bytes_received=received,
-            time_local=self.started_wall,
-        )
+    def _context(self) -> str:
+        """nginx's tail of an error line: who asked what, through which upstream."""
+        text = f", client: {self.remote_addr}"
+        exchange = self.exchange
+        if exchange is not None and exchange.head is not _NO_HEAD:
+            head = exchange.head
+            text += (f', request: "{head.method.decode("latin-1")} '
+                     f'{head.target.decode("latin-1")} HTTP/{head.version}"')
+            if exchange.route is not None:
+                text += f", upstream: {exchange.route.group.name}"
+        return text
+

@@ -45,8 +45,9 @@ def compile_template(text: str) -> Template:
 
 
 @dataclass(slots=True)
-class RequestContext:
-    """What variables are read from: the request and the connection it came on."""
+class Variables:
+    """The ``$variables`` of one request: read from the request and the connection it came
+    on, evaluated only when a template asks for them."""
 
     head: RequestHead
     remote_addr: str
@@ -107,7 +108,7 @@ def connection_tokens(head: RequestHead) -> frozenset[bytes]:
 
 
 def upstream_request_headers(
-    ctx: RequestContext,
+    variables: Variables,
     set_headers: Sequence[tuple[bytes, Template]],
     framing: BodyFraming,
     upgrade: bytes | None,
@@ -119,24 +120,24 @@ def upstream_request_headers(
     empty value removes the header, as in nginx). An upgrade carries ``Upgrade`` and
     ``Connection: upgrade`` (the seed's ``map``); otherwise the hop stays keep-alive.
     """
-    named = connection_tokens(ctx.head)
+    named = connection_tokens(variables.head)
     replaced = {name.lower() for name, _ in set_headers}
     out: Headers = []
-    for name, value in ctx.head.headers:
+    for name, value in variables.head.headers:
         low = name.lower()
         if low in HOP_BY_HOP or low in named or low in replaced:
             continue
-        if low in FORWARDED and not ctx.trusted:
+        if low in FORWARDED and not variables.trusted:
             continue
         out.append((name, value))
     has_host = any(name.lower() == b"host" for name, _ in out)
     for name, template in set_headers:
-        value = ctx.expand(template)
+        value = variables.expand(template)
         if value:
             out.append((name, value))
             has_host = has_host or name.lower() == b"host"
     if not has_host:
-        out.append((b"Host", ctx.proxy_host.encode()))
+        out.append((b"Host", variables.proxy_host.encode()))
     if framing.chunked:
         out.append((b"Transfer-Encoding", b"chunked"))
     if upgrade is not None:
@@ -145,9 +146,11 @@ def upstream_request_headers(
     return out
 
 
-def client_response_headers(headers: Headers, keep_alive: bool, chunked: bool) -> Headers:
+def client_response_headers(headers: Headers, keep_alive: bool, chunked: bool,
+                            http10: bool = False) -> Headers:
     """An upstream response's headers as the client gets them: hop-by-hop ones replaced by
-    this hop's own framing and persistence."""
+    this hop's own framing and persistence (an HTTP/1.0 client kept alive is told so, as
+    its default is to close)."""
     named = frozenset(comma_list([v for name, v in headers if name.lower() == b"connection"]))
     out: Headers = [
         (name, value) for name, value in headers
@@ -157,4 +160,6 @@ def client_response_headers(headers: Headers, keep_alive: bool, chunked: bool) -
         out.append((b"Transfer-Encoding", b"chunked"))
     if not keep_alive:
         out.append((b"Connection", b"close"))
+    elif http10:
+        out.append((b"Connection", b"keep-alive"))
     return out

@@ -4,10 +4,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from wsgate.proxy.backend import UpstreamConnection
+from wsgate.proxy.upstream_connection import UpstreamConnection
 
 
 class Pool:

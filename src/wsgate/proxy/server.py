@@ -1,9 +1,14 @@
-"""Listening sockets, TLS, worker processes and signals.
+"""The ``wsgate proxy`` processes: listening sockets, workers, signals.
 
 The sockets are bound once, before any worker starts, so ``port 0`` means one port for all
 workers, a busy port is one clear error, and every worker accepts from the same queue
-(nginx's model). SIGINT/SIGTERM: stop accepting, let open requests and tunnels finish
-within ``worker_shutdown_timeout``, then exit 0.
+(nginx's model). With one worker this process is the worker; with more it is the master:
+it forks them, restarts one that dies, and passes SIGINT/SIGTERM on.
+
+SIGINT and SIGTERM are caught from the first instant (:class:`runtime.StopSignals`): before an
+event loop runs, a plain handler remembers them; then the loop's handler takes over. On
+either, a worker stops accepting, lets open requests and tunnels finish within
+``worker_shutdown_timeout``, and returns.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -21,13 +27,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from wsgate import runtime
-from wsgate.errors import Failure, UsageError
+from wsgate.errors import Failure
+from wsgate.proxy import preflight
 from wsgate.proxy.accesslog import AccessLog
 from wsgate.proxy.config import Listener, ProxyConfig
 from wsgate.proxy.connection import ClientConnection
-from wsgate.proxy.context import ProxyContext
+from wsgate.proxy.errorlog import ALERT
+from wsgate.proxy.preflight import Resources
+from wsgate.proxy.worker import Worker
+
+log = logging.getLogger(__name__)
 
 BACKLOG = 511  # nginx's default
+Listening = Sequence[tuple[socket.socket, bool]]
+"""The bound sockets, each with whether it speaks TLS."""
+STARTUP_GRACE = 2.0
+"""A worker that dies sooner than this after its start is broken, not unlucky: no respawn."""
 
 
 def bind(listener: Listener) -> socket.socket:
@@ -44,71 +59,8 @@ def bind(listener: Listener) -> socket.socket:
     except OSError as error:
         sock.close()
         reason = "address already in use" if error.errno == errno.EADDRINUSE else error.strerror
-        shown = f"[{host}]" if ":" in host else host
-        raise Failure(f"cannot listen on {shown}:{listener.port}: {reason}") from None
+        raise Failure(f"cannot listen on {listener.address}: {reason}") from None
     return sock
-
-
-def tls_context(config: ProxyConfig) -> ssl.SSLContext | None:
-    if config.tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(config.tls.certificate, config.tls.key)
-    except (OSError, ssl.SSLError) as error:
-        raise UsageError(
-            f"{config.source}: ssl_certificate: cannot load {config.tls.certificate} "
-            f"with its key: {getattr(error, 'reason', None) or error}"
-        ) from None
-    return context
-
-
-def url_of(sock: socket.socket, tls: bool) -> str:
-    host, port = sock.getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{host}:{port}"
-
-
-async def serve_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-                       context: ssl.SSLContext | None, access_log: AccessLog,
-                       on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
-    """One worker: accept on every socket until a signal, then drain and return.
-
-    ``on_stop`` runs once accepting has stopped and before the drain: ``wsgate up`` closes
-    its echo servers there, so their Close 1001 reaches clients through open tunnels.
-    """
-    loop = asyncio.get_running_loop()
-    ctx = ProxyContext.build(config, access_log)
-    servers = []
-    for sock, tls in sockets:
-        scheme = "https" if tls else "http"
-        servers.append(await loop.create_server(
-            partial(ClientConnection, ctx, scheme),
-            sock=sock, ssl=context if tls else None, backlog=BACKLOG,
-        ))
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for server in servers:
-        server.close()
-    if on_stop is not None:
-        await on_stop()
-    ctx.draining = True
-    for conn in list(ctx.connections):
-        conn.close_idle()
-    deadline = loop.time() + config.shutdown_timeout
-    while ctx.connections and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    for conn in list(ctx.connections):
-        conn.abort()
-    ctx.pool.close_all()
-
-
-def _run_worker(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-                context: ssl.SSLContext | None, access_log: AccessLog) -> None:
-    runtime.run(serve_worker(config, sockets, context, access_log))
 
 
 def bind_all(config: ProxyConfig) -> list[tuple[socket.socket, bool]]:
@@ -124,44 +76,98 @@ def bind_all(config: ProxyConfig) -> list[tuple[socket.socket, bool]]:
     return sockets
 
 
+def url_of(sock: socket.socket, tls: bool) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+async def serve(config: ProxyConfig, sockets: Listening, tls: ssl.SSLContext | None,
+                access_log: AccessLog, signals: runtime.StopSignals, *,
+                ready: Callable[[], None] | None = None,
+                on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Accept on every socket until SIGINT or SIGTERM, then drain and return.
+
+    ``ready`` runs once the signals are handled and accepting has begun (the "Listening"
+    lines). ``on_stop`` runs once accepting has stopped and before the drain: ``wsgate up``
+    closes its echo servers there, so their Close 1001 reaches clients through open tunnels.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals.attach(stop)
+    worker = Worker(config, access_log)
+    servers = []
+    for sock, uses_tls in sockets:
+        scheme = "https" if uses_tls else "http"
+        servers.append(await loop.create_server(
+            partial(ClientConnection, worker, scheme),
+            sock=sock, ssl=tls if uses_tls else None, backlog=BACKLOG,
+        ))
+    if ready is not None:
+        ready()
+    await stop.wait()
+    for server in servers:
+        server.close()
+    if on_stop is not None:
+        await on_stop()
+    worker.draining = True
+    for conn in list(worker.open):
+        conn.close_idle()
+    deadline = loop.time() + config.shutdown_timeout
+    while worker.open and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in list(worker.open):
+        conn.abort()
+    worker.pool.close_all()
+
+
 def run(config: ProxyConfig) -> int:
-    """Bind, announce, and serve with ``config.workers`` processes until a signal."""
-    context = tls_context(config)
-    access_log = AccessLog.open(config.access_log)  # before forking: one error, not N
+    """Open what the config names, bind, and serve with ``config.workers`` processes until
+    SIGINT or SIGTERM."""
+    signals = runtime.StopSignals()
+    signals.catch()
+    resources = preflight.open_resources(config)  # before forking: one error, not N
+    resources.error_log.install()
     sockets = bind_all(config)
-    for sock, tls in sockets:
-        print(f"Listening on {url_of(sock, tls)}")
-    sys.stdout.flush()
+
+    def announce() -> None:
+        for sock, tls in sockets:
+            print(f"Listening on {url_of(sock, tls)}")
+        sys.stdout.flush()
+
     if config.workers <= 1:
-        _run_worker(config, sockets, context, access_log)
+        runtime.run(serve(config, sockets, resources.tls, resources.access_log, signals,
+                          ready=announce))
         return 0
-    return _supervise(config, sockets, context, access_log)
+    return _supervise(config, sockets, resources, signals, announce)
 
 
-STARTUP_GRACE = 2.0
-"""A worker that dies sooner than this after its start is broken, not unlucky: no respawn."""
-
-
-def _supervise(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]],
-               context: ssl.SSLContext | None, access_log: AccessLog) -> int:
+def _supervise(config: ProxyConfig, sockets: Listening, resources: Resources,
+               signals: runtime.StopSignals, announce: Callable[[], None]) -> int:
     """The master: fork the workers, restart one that dies, pass signals on, wait."""
     stopping = False
     children: dict[int, float] = {}
 
-    def spawn() -> None:
+    def spawn() -> int:
+        # Blocked across the fork, so that a signal the master forwards right away finds
+        # the worker's own handler, not the master's (which would signal its siblings).
+        signal.pthread_sigmask(signal.SIG_BLOCK, runtime.StopSignals.SIGNALS)
         pid = os.fork()
         if pid == 0:
             status = 0
             try:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _run_worker(config, sockets, context, access_log)
+                own = runtime.StopSignals()
+                own.catch()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.StopSignals.SIGNALS)
+                runtime.run(serve(config, sockets, resources.tls, resources.access_log, own))
             except BaseException as error:
-                print(f"error: worker {os.getpid()}: {error}", file=sys.stderr, flush=True)
+                log.critical("worker %d failed: %s", os.getpid(), error)
                 status = 1
             finally:
                 os._exit(status)
         children[pid] = time.monotonic()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.StopSignals.SIGNALS)
+        return pid
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -174,10 +180,13 @@ def _supervise(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]
     signal.signal(signal.SIGTERM, forward)
     for _ in range(config.workers):
         spawn()
+    if signals.received:  # before the master's own handlers were in place
+        forward(signal.SIGTERM, None)
+    announce()
     status = 0
     while children:
         try:
-            pid, _ = os.wait()
+            pid, wait_status = os.wait()
         except ChildProcessError:
             break
         except InterruptedError:
@@ -186,9 +195,17 @@ def _supervise(config: ProxyConfig, sockets: Sequence[tuple[socket.socket, bool]
         if stopping:
             continue
         if time.monotonic() - started < STARTUP_GRACE:
-            print("error: a worker exited at start-up; stopping", file=sys.stderr, flush=True)
+            log.log(ALERT, "worker process %d %s at start-up; stopping", pid,
+                    _exit_reason(wait_status))
             status = 1
             forward(signal.SIGTERM, None)
             continue
-        spawn()
+        log.log(ALERT, "worker process %d %s; started worker process %d in its place", pid,
+                _exit_reason(wait_status), spawn())
     return status
+
+
+def _exit_reason(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"exited on signal {os.WTERMSIG(wait_status)}"
+    return f"exited with code {os.waitstatus_to_exitcode(wait_status)}"

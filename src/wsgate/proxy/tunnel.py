@@ -1,10 +1,11 @@
 """Two transports joined after a 101: bytes both ways, backpressure, idle timer, close.
 
 This is the data path of every proxied WebSocket, so a read does the least there is: hand
-the bytes to the other transport and count them. Backpressure is the transports' own:
-when one side's write buffer passes its high-water mark, the other side stops reading, so
-no more than a fixed bound is ever buffered per direction. The idle timer does not re-arm
-per read; it wakes every quarter of ``read_timeout`` and compares byte counts.
+the bytes to the other transport and count them. Backpressure is the transports' own
+(:mod:`~wsgate.proxy.flow`): when one side's write buffer passes its high-water mark, the
+other side stops reading, so no more than a fixed bound is ever buffered per direction.
+The idle timer does not re-arm per read; it wakes every quarter of ``read_timeout`` and
+compares byte counts.
 """
 
 from __future__ import annotations
@@ -12,33 +13,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-WRITE_HIGH_WATER = 64 * 1024
-"""Per-direction bound on bytes waiting to be written before the other side stops reading."""
+from wsgate.proxy.flow import WRITE_HIGH_WATER, Stall
 
 IDLE_TICKS = 4
 
 
 class TunnelEnd(asyncio.Protocol):
-    """One side of a tunnel: what it reads goes to ``peer``, what it cannot write stops
-    ``peer`` from reading."""
+    """One side of a tunnel: what it reads goes to ``other``, what it cannot write stops
+    ``other`` from reading."""
 
-    __slots__ = ("closing", "peer", "received", "transport", "tunnel")
+    __slots__ = ("closing", "other", "received", "transport", "tunnel")
 
     def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
         self.tunnel = tunnel
         self.transport = transport
-        self.peer: asyncio.Transport = transport
+        self.other: asyncio.Transport = transport
         self.received = 0
         self.closing = False
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        self.peer.write(data)
+        self.other.write(data)
 
     def eof_received(self) -> bool:
         """Half-close: pass the EOF on after what is buffered (TLS cannot: close both)."""
-        if self.peer.can_write_eof() and not self.peer.is_closing():
-            self.peer.write_eof()
+        if self.other.can_write_eof() and not self.other.is_closing():
+            self.other.write_eof()
             self.closing = True
             if self.tunnel.both_closing():
                 self.tunnel.close()
@@ -47,13 +47,13 @@ class TunnelEnd(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
-        self.peer.pause_reading()
-        self.tunnel.stall(1)
+        self.other.pause_reading()
+        self.tunnel.stall.begin(self.tunnel.abort)
 
     def resume_writing(self) -> None:
-        if not self.peer.is_closing():
-            self.peer.resume_reading()
-        self.tunnel.stall(-1)
+        if not self.other.is_closing():
+            self.other.resume_reading()
+        self.tunnel.stall.end()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -63,8 +63,8 @@ class TunnelEnd(asyncio.Protocol):
 class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
-    __slots__ = ("_idle", "_last", "_loop", "_stall_timer", "_stalled", "_timer", "client",
-                 "closed", "on_close", "read_timeout", "send_timeout", "upstream")
+    __slots__ = ("_idle", "_last", "_loop", "_timer", "client", "closed", "on_close",
+                 "read_timeout", "stall", "upstream")
 
     def __init__(
         self,
@@ -77,29 +77,38 @@ class Tunnel:
         self._loop = asyncio.get_running_loop()
         self.client = TunnelEnd(self, client)
         self.upstream = TunnelEnd(self, upstream)
-        self.client.peer = upstream
-        self.upstream.peer = client
+        self.client.other = upstream
+        self.upstream.other = client
         self.read_timeout = read_timeout
-        self.send_timeout = send_timeout
+        self.stall = Stall(send_timeout)
+        """nginx's send_timeout: a side that takes no byte for that long ends the tunnel."""
         self.on_close = on_close
         self.closed = False
         self._last = -1
         self._idle = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._stalled = 0
-        self._stall_timer: asyncio.TimerHandle | None = None
 
     def start(self, from_client: bytes, from_upstream: bytes) -> None:
-        """Switch both transports to the tunnel and deliver bytes pipelined after the heads."""
-        for end in (self.client, self.upstream):
+        """Switch both transports to the tunnel and deliver bytes pipelined after the heads.
+
+        Both are paused when this is called. A side handed over with more than the bound
+        unwritten was paused under its old protocol, and asyncio will tell only the new
+        one when it drains: it is counted as stuck now. Reading resumes only where the
+        other side can take more, the pipelined bytes counted.
+        """
+        ends = (self.client, self.upstream)
+        for end in ends:
             end.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
             end.transport.set_protocol(end)
+            if end.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                end.pause_writing()
         if from_client:
             self.client.data_received(from_client)
         if from_upstream:
             self.upstream.data_received(from_upstream)
-        for end in (self.client, self.upstream):
-            if not end.transport.is_closing():
+        for end in ends:
+            if (not end.transport.is_closing()
+                    and end.other.get_write_buffer_size() <= WRITE_HIGH_WATER):
                 end.transport.resume_reading()
         if self.read_timeout > 0:
             self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
@@ -118,21 +127,12 @@ class Tunnel:
                 return
         self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
 
-    def stall(self, change: int) -> None:
-        """nginx's send_timeout: a side that takes no byte for that long ends the tunnel."""
-        self._stalled += change
-        if self._stalled > 0 and self._stall_timer is None and self.send_timeout > 0:
-            self._stall_timer = self._loop.call_later(self.send_timeout, self.abort)
-        elif self._stalled == 0 and self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-
     def close_idle(self) -> None:
         """For shutdown: a tunnel is never idle in nginx's sense; it runs until the grace
         period is over (or it ends on its own)."""
 
     def abort(self) -> None:
-        """End now, dropping what is buffered: the peer that stalled will not take it."""
+        """End now, dropping what is buffered: the side that stalled will not take it."""
         self.close(abort=True)
 
     def both_closing(self) -> bool:
@@ -144,9 +144,9 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
-        for timer in (self._timer, self._stall_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.stall.cancel()
         for end in (self.client, self.upstream):
             if abort:
                 end.transport.abort()

@@ -1,26 +1,28 @@
-"""One connection to an upstream server: writes a request head, parses the response with
-llhttp, and hands each part to the client connection it serves. Idle between requests, it
-waits in the :class:`~wsgate.proxy.pool.Pool`.
+"""One connection to an upstream server: the request goes out as the client connection
+writes it; the response is parsed with llhttp and each part handed to the
+:class:`~wsgate.proxy.callbacks.ResponseHandler` it serves. Idle between requests, it waits
+in the :class:`~wsgate.proxy.pool.Pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import httptools
 
+from wsgate.proxy.callbacks import ResponseHandler
 from wsgate.proxy.http1 import Headers
-
-if TYPE_CHECKING:
-    from wsgate.proxy.connection import ClientConnection
 
 
 class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("address", "handler", "head_only", "headers", "lost", "parser", "received",
+                 "skipping", "transport")
+
     def __init__(self, address: str) -> None:
         self.address = address
         self.transport: asyncio.Transport
-        self.client: ClientConnection | None = None
+        self.handler: ResponseHandler | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.headers: Headers = []
         self.received = 0
@@ -35,20 +37,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        if self.client is None:
+        if self.handler is None:
             self.transport.close()  # an idle connection must not speak
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            # The client may have let go in a callback (a refused 101): then nobody listens.
-            if self.client is not None:
-                self.client.upstream_switched(self, data[upgrade.args[0]:])
+            # The client side may have let go in a callback (a refused 101): nobody listens.
+            if self.handler is not None:
+                self.handler.upstream_switched(data[upgrade.args[0]:])
             else:
                 self.transport.close()
-        except httptools.HttpParserError:
-            if self.client is not None:
-                self.client.upstream_failed(self, "invalid response from upstream")
+        except httptools.HttpParserError as error:
+            if self.handler is not None:
+                self.handler.upstream_failed(f"sent an invalid response: {error}")
             else:
                 self.transport.close()
         if self.skipping:
@@ -56,7 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
 
     def on_message_begin(self) -> None:
-        if self.client is None:  # more bytes after the response it was asked for
+        if self.handler is None:  # more bytes after the response it was asked for
             self.transport.close()
             self.lost = True
         self.headers = []
@@ -65,34 +67,30 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.client is not None:
+        if self.handler is not None:
             status = self.parser.get_status_code()
-            self.client.response_head(self, status, self.headers, self.parser.should_keep_alive())
-            if self.head_only and status >= 200 and self.client is not None:
+            self.handler.response_head(status, self.headers, self.parser.should_keep_alive())
+            if self.head_only and status >= 200 and self.handler is not None:
                 self.skipping = True
-                self.client.response_end(self)
+                self.handler.response_end()
 
     def on_body(self, body: bytes) -> None:
-        if self.client is not None and not self.skipping:
-            self.client.response_body(body)
+        if self.handler is not None and not self.skipping:
+            self.handler.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.client is not None and not self.skipping:
-            self.client.response_end(self)
+        if self.handler is not None and not self.skipping:
+            self.handler.response_end()
 
     def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.upstream_paused = True
-            self.client.transport.pause_reading()
-            self.client.stall(1)
+        if self.handler is not None:
+            self.handler.upstream_writable(False)
 
     def resume_writing(self) -> None:
-        if self.client is not None:
-            self.client.upstream_paused = False
-            self.client.resume_client_reading()
-            self.client.stall(-1)
+        if self.handler is not None:
+            self.handler.upstream_writable(True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.client is not None:
-            self.client.upstream_lost(self)
+        if self.handler is not None:
+            self.handler.upstream_closed()

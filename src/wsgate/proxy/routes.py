@@ -1,21 +1,20 @@
-"""Per-worker state built once from the config: routes, upstream groups, the keep-alive
-pool and the access log. Connections read it; nothing here does I/O of its own except
-opening the log file.
+"""A configuration's locations as the proxy matches them: longest prefix first, each with its
+upstream group and its header templates compiled once.
+
+Built once per configuration; a reload builds a new one and swaps it in, so a request
+sees one configuration from its head to its end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
-from wsgate.proxy.accesslog import AccessLog
 from wsgate.proxy.config import Location, ProxyConfig
 from wsgate.proxy.headers import Template, compile_template
-from wsgate.proxy.pool import Pool
 from wsgate.proxy.upstreams import UpstreamGroup
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A location with its upstream group and compiled header templates."""
 
@@ -27,36 +26,23 @@ class Route:
     keepalive: int
 
 
-class Open(Protocol):
-    """An open client connection or tunnel, as shutdown sees it."""
+class Routes:
+    """The routes of one configuration, and the upstream groups they share."""
 
-    def close_idle(self) -> None: ...
+    __slots__ = ("groups", "routes")
 
-    def abort(self) -> None: ...
-
-
-@dataclass(slots=True)
-class ProxyContext:
-    config: ProxyConfig
-    routes: list[Route]
-    pool: Pool
-    access_log: AccessLog
-    connections: set[Open] = field(default_factory=set)
-    draining: bool = False
-
-    @classmethod
-    def build(cls, config: ProxyConfig, access_log: AccessLog) -> ProxyContext:
-        groups = {
+    def __init__(self, config: ProxyConfig) -> None:
+        self.groups = {
             name: UpstreamGroup(name, upstream.servers, upstream.balance, upstream.consistent)
             for name, upstream in config.upstreams.items()
         }
         routes = []
-        for location in config.locations:  # longest prefix first, as config sorts them
+        for location in config.locations:  # longest prefix first, as the readers sort them
             upstream = config.upstreams[location.upstream]
             routes.append(Route(
                 prefix=location.prefix.encode(),
                 location=location,
-                group=groups[location.upstream],
+                group=self.groups[location.upstream],
                 set_headers=tuple(
                     (name.encode(), compile_template(value))
                     for name, value in location.set_headers
@@ -64,9 +50,9 @@ class ProxyContext:
                 hash_key=compile_template(upstream.hash_key) if upstream.hash_key else None,
                 keepalive=upstream.keepalive,
             ))
-        return cls(config=config, routes=routes, pool=Pool(), access_log=access_log)
+        self.routes = tuple(routes)
 
-    def route(self, path: bytes) -> Route | None:
+    def match(self, path: bytes) -> Route | None:
         """The longest prefix that matches ``path``, like nginx's prefix ``location``."""
         for route in self.routes:
             if path.startswith(route.prefix):

@@ -1,0 +1,87 @@
+"""Picking a server of an upstream group and connecting to it, with nginx's
+``proxy_next_upstream``: a connect error or timeout counts against the server (passive
+health) and the next one is tried, within ``proxy_next_upstream_tries`` and
+``proxy_next_upstream_timeout``. An idle keep-alive connection is used first when there is
+one. Each failed try gets an error-log line naming the server and the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+
+from wsgate.proxy.pool import Pool
+from wsgate.proxy.routes import Route
+from wsgate.proxy.servers import ServerState
+from wsgate.proxy.upstream_connection import UpstreamConnection
+
+log = logging.getLogger(__name__)
+
+
+class Unreachable(Exception):
+    """No server of the group could be reached: answer ``status`` (502, or 504 when the
+    last try timed out). The error log already says why."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"no server of the upstream group could be reached ({status})")
+        self.status = status
+
+
+async def connect(route: Route, key: bytes | None, pool: Pool, started: float,
+                  context: Callable[[], str]) -> tuple[UpstreamConnection, ServerState]:
+    """A connection to a server of ``route``'s group, and the server, already counted
+    (``acquire``d: the caller releases it). ``key``: the balancing key; ``started``: when
+    the request began (for ``proxy_next_upstream_timeout``); ``context``: the tail of an
+    error-log line (client, request). If the task is cancelled meanwhile (the client
+    left), nothing stays counted."""
+    loop = asyncio.get_running_loop()
+    location, group = route.location, route.group
+    tried: list[ServerState] = []
+    timed_out = False
+    deadline = started + location.next_upstream_timeout if location.next_upstream_timeout \
+        else None
+    while True:
+        server = group.pick(time.monotonic(), key, tried)
+        if server is None:
+            if not tried:
+                log.error("no live upstreams in %s%s", group.name, context())
+            raise Unreachable(504 if timed_out else 502)
+        tried.append(server)
+        group.acquire(server)
+        conn = pool.take(server.address)
+        if conn is not None:
+            return conn, server
+        try:
+            async with asyncio.timeout(location.connect_timeout):
+                _transport, conn = await loop.create_connection(
+                    partial(UpstreamConnection, server.address),
+                    server.config.host, server.config.port,
+                )
+        except asyncio.CancelledError:
+            group.release(server)
+            raise
+        except (TimeoutError, OSError) as error:
+            group.release(server)
+            group.report_failure(server, time.monotonic())
+            timed_out = isinstance(error, TimeoutError)
+            log.error("connect() to %s failed: %s%s", server.address,
+                      _reason(error, location.connect_timeout), context())
+            tries = location.next_upstream_tries
+            if (tries and len(tried) >= tries) or (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                raise Unreachable(504 if timed_out else 502) from None
+            continue
+        return conn, server
+
+
+def _reason(error: BaseException, timeout: float) -> str:
+    """Why a connect failed, in a few lowercase words ("connection refused")."""
+    if isinstance(error, TimeoutError):
+        return f"timed out after {timeout:g}s (proxy_connect_timeout)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__

@@ -1,0 +1,123 @@
+"""Command-line flags -> :class:`~wsgate.proxy.config.ProxyConfig`, for the simple case
+without a file: one upstream group "backend" served at location "/".
+
+The flags are the directives that declare one (``--listen``, ``--upstream``,
+``--read-timeout``...), and their values use the config file's syntax
+(``--upstream "host:8011 weight=2"``); relative paths are relative to the current folder.
+A mistake names the flag and its value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from wsgate.errors import UsageError
+from wsgate.proxy.config import (
+    Location,
+    ProxyConfig,
+    UpstreamConfig,
+    check_tls,
+    directives,
+    resolve_paths,
+)
+from wsgate.proxy.directives import check_servers, distinct_listeners
+from wsgate.values import Invalid, blame, fail, show
+
+Flags = Mapping[str, "str | Sequence[str] | None"]
+"""Flag name ("--listen") -> the value given, or every value of a repeated flag."""
+
+_SCHEMA = (ProxyConfig, UpstreamConfig, Location)
+
+
+def declared() -> list[tuple[type, str, str]]:
+    """(schema class, field name, flag) for every directive that has a flag."""
+    return [(cls, name, item.flag) for cls in _SCHEMA for name, item in directives(cls)
+            if item.flag is not None]
+
+
+def dest(flag: str) -> str:
+    """The argparse attribute of ``flag``."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_arguments(group: argparse._ActionsContainer) -> None:
+    """One flag per directive that declares one, with its metavar and help."""
+    for cls in _SCHEMA:
+        for _, item in directives(cls):
+            if item.flag is not None:
+                group.add_argument(item.flag, action="append" if item.many else "store",
+                                   metavar=item.metavar, help=item.help)
+
+
+def given(args: argparse.Namespace) -> dict[str, str | Sequence[str]]:
+    """The directive flags set on the command line, in declaration order."""
+    found = {flag: getattr(args, dest(flag)) for _, _, flag in declared()}
+    return {flag: value for flag, value in found.items() if value is not None}
+
+
+def from_flags(flags: Flags) -> ProxyConfig:
+    """The config the flags describe; a mistake is a one-line UsageError naming the flag."""
+    try:
+        return _from_flags(flags)
+    except Invalid as error:
+        raise UsageError(str(error)) from None
+
+
+def _label(flag: str, value: str) -> str:
+    return f"{flag} {show(value)}"
+
+
+def _read(cls: type, flags: Flags) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Every directive of ``cls`` whose flag was given, parsed; and for the repeated ones,
+    each value's label (for rules across values)."""
+    values: dict[str, Any] = {}
+    labels: dict[str, list[str]] = {}
+    for name, item in directives(cls):
+        raw = flags.get(item.flag) if item.flag is not None else None
+        if raw is None or item.flag is None:
+            continue
+        if item.many:
+            texts = [raw] if isinstance(raw, str) else list(raw)
+            labels[name] = [_label(item.flag, text) for text in texts]
+            parsed = []
+            for label, text in zip(labels[name], texts, strict=True):
+                with blame(label):
+                    parsed.append(item.parse(text))
+            values[name] = tuple(parsed)
+        else:
+            assert isinstance(raw, str)
+            with blame(_label(item.flag, raw)):
+                values[name] = item.parse(raw)
+    return values, labels
+
+
+def _from_flags(flags: Flags) -> ProxyConfig:
+    if not flags.get("--listen"):
+        raise Invalid("required (e.g. --listen :8080)", "--listen")
+    if not flags.get("--upstream"):
+        raise Invalid("required (e.g. --upstream 127.0.0.1:8010)", "--upstream")
+    method = flags.get("--balance")
+    if isinstance(method, str):  # "least-conn" is how a flag would be spelled
+        with blame(_label("--balance", method)):
+            if method.replace("-", "_") == "hash":
+                fail("needs a hash key, which only a config file can set (or use ip_hash)")
+        flags = {**flags, "--balance": method.replace("-", "_")}
+    top, labels = _read(ProxyConfig, flags)
+    distinct_listeners(top["listeners"], labels["listeners"])
+    listen = flags["--listen"] or ()
+    check_tls(top["listeners"], [listen] if isinstance(listen, str) else list(listen),
+              top.get("ssl_certificate"), top.get("ssl_certificate_key"),
+              ("--ssl-certificate", "--ssl-certificate-key", "--listen"))
+    group, labels = _read(UpstreamConfig, flags)
+    check_servers(group["servers"], group.get("balance", "round_robin"), labels["servers"])
+    location, _ = _read(Location, flags)
+    config = ProxyConfig(
+        **top,
+        upstreams=MappingProxyType({"backend": UpstreamConfig("backend", **group)}),
+        locations=(Location("/", "backend", **location),),
+    )
+    return resolve_paths(config, Path.cwd())

@@ -1,0 +1,160 @@
+"""Requests off a client's bytes: llhttp (httptools) parses them and its callbacks only queue
+events, in order: a head, pieces of body, an end; or, for a request that cannot be parsed,
+the error to answer it with. The client connection takes the events when its exchange can
+(:meth:`~wsgate.proxy.connection.ClientConnection._pump`). The head limits of
+``large_client_header_buffers`` are counted here, as the bytes come (414, 431).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.http1 import HeadError, Headers, RequestHead
+
+HEAD, BODY, END, ERROR = range(4)
+"""Event kinds: a parsed head (with whether the client wants keep-alive), a piece of body,
+the end of a request, and the HeadError of a request that cannot be parsed (with its head,
+if it had one that was not taken yet: the error replaced it)."""
+Queued = tuple[int, object]
+
+
+class RequestReader:
+    __slots__ = ("config", "counting", "events", "head_bytes", "head_open", "head_size",
+                 "headers", "in_body", "parser", "pending", "queued_bytes", "queued_heads",
+                 "url")
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        """The limits in force (a reload gives the next request new ones)."""
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        """None once parsing has stopped: after an upgrade request, or an error."""
+        self.events: deque[Queued] = deque()
+        self.queued_heads = 0
+        """Heads (and errors) waiting in ``events``: a pipelined request."""
+        self.queued_bytes = 0
+        """Body bytes waiting in ``events``."""
+        self.pending: list[bytes] = []
+        """Bytes after an upgrade request: a tunnel's first, if one opens."""
+        self.url = b""
+        self.headers: Headers = []
+        self.head_size = 0
+        self.head_bytes = 0
+        self.head_open = False
+        """A head has begun and is not complete."""
+        self.in_body = False
+        """The last head is complete and its body is not."""
+        self.counting = False
+        """The bytes fed are counted against the head limits: a head is being read with
+        no request before it (a pipelined head is held to on_url's and on_header's)."""
+
+    def start_head(self) -> None:
+        """The next bytes begin a head, with nothing before it: count them."""
+        self.head_open = True
+        self.counting = True
+        self.head_bytes = 0
+
+    def feed(self, data: bytes, config: ProxyConfig) -> bool:
+        """Parse ``data``, queueing what it holds; whether parsing stopped at an upgrade
+        request (the rest is in ``pending``)."""
+        parser = self.parser
+        if parser is None:
+            self.pending.append(data)
+            return False
+        if self.counting:
+            self.head_bytes += len(data)
+        self.config = config
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.parser = None
+            rest = data[upgrade.args[0]:]
+            if rest:
+                self.pending.append(rest)
+            return True
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            self._fail(cause if isinstance(cause, HeadError) else HeadError(400, "bad request"))
+        except httptools.HttpParserError as error:
+            # Only a well-formed but unknown version ("HTTP/1.2") is a 505; llhttp's other
+            # version messages ("Expected CRLF after version") are about a malformed line.
+            version = "invalid http version" in str(error).lower()
+            self._fail(HeadError(505 if version else 400, f"malformed request: {error}"))
+        if self.counting and self.parser is not None:
+            if not self.headers and len(self.url) > config.max_request_line:
+                self._fail(HeadError(414, "request line too long"))
+            elif self.head_bytes > config.max_request_line + config.max_header_total:
+                self._fail(HeadError(431, "request head too large"))
+        return False
+
+    def _fail(self, error: HeadError) -> None:
+        """Stop parsing: the request is answered with ``error`` once those before it are.
+
+        An error inside a body is that request's: what it queued is dropped, so that a
+        request refused with its head never goes upstream, and one already under way is
+        refused now."""
+        self.parser = None
+        head = None
+        while self.in_body and self.events:
+            kind, value = self.events.pop()
+            if kind == BODY:
+                self.queued_bytes -= len(value)  # type: ignore[arg-type]
+            elif kind == HEAD:
+                self.queued_heads -= 1
+                head = value[0]  # type: ignore[index]
+                break
+        self.queued_heads += 1
+        self.events.append((ERROR, (error, head)))
+
+    def take(self) -> Queued:
+        """The first event, no longer counted as waiting."""
+        kind, value = self.events.popleft()
+        if kind in (HEAD, ERROR):
+            self.queued_heads -= 1
+        elif kind == BODY:
+            self.queued_bytes -= len(value)  # type: ignore[arg-type]
+        return kind, value
+
+    # -- llhttp's callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.head_open = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.config.max_request_line:
+            raise HeadError(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        line = len(name) + len(value) + 4
+        self.head_size += line
+        config = self.config
+        if line > config.max_header_line or self.head_size > config.max_header_total:
+            raise HeadError(431, "request header too large")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        head = RequestHead(
+            method=self.parser.get_method(),
+            target=self.url,
+            version=self.parser.get_http_version(),
+            headers=self.headers,
+        )
+        self.head_open = self.counting = False
+        self.in_body = True
+        self.queued_heads += 1
+        self.events.append((HEAD, (head, self.parser.should_keep_alive())))
+
+    def on_body(self, body: bytes) -> None:
+        self.queued_bytes += len(body)
+        self.events.append((BODY, body))
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        self.events.append((END, None))
