@@ -25,8 +25,8 @@ def bench_json(*argv: str, timeout: float = 60) -> dict[str, object]:
 
 def test_throughput_checks_every_reply(wsgate: Spawn) -> None:
     _echo, port = start_echo(wsgate, "--quiet")
-    data = bench_json(f"ws://127.0.0.1:{port}", "-c", "4", "-d", "2", "-t", "1",
-                      "--warmup", "0.2")
+    data = bench_json(f"ws://127.0.0.1:{port}", "-c", "4", "-d", "2", "-t", "1s",
+                      "--warmup", "200ms")
     assert data["status"] == 0
     assert data["errors"] == 0 and data["opened"] == 4
     assert isinstance(data["messages"], int) and data["messages"] > 1000
@@ -40,10 +40,10 @@ def test_throughput_checks_every_reply(wsgate: Spawn) -> None:
 
 def test_raw_echo_binary_and_several_processes(wsgate: Spawn) -> None:
     _echo, port = start_echo(wsgate, "--quiet", "--raw")
-    data = bench_json(f"ws://127.0.0.1:{port}", "-c", "4", "-s", "4096", "-b", "-p", "2",
+    data = bench_json(f"ws://127.0.0.1:{port}", "-c", "4", "-s", "4k", "-b", "-p", "2",
                       "-t", "1", "--warmup", "0.2")
     assert data["status"] == 0 and data["errors"] == 0
-    assert data["processes"] == 2 and data["opened"] == 4
+    assert data["processes"] == 2 and data["opened"] == 4 and data["size"] == 4096
 
 
 def test_wrong_replies_are_errors() -> None:
@@ -83,7 +83,7 @@ def test_storm_counts_handshakes(wsgate: Spawn) -> None:
 def test_idle_holds_and_counts_drops(wsgate: Spawn) -> None:
     echo, port = start_echo(wsgate, "--quiet")
     result = run_wsgate("bench", f"ws://127.0.0.1:{port}", "--mode", "idle", "-c", "30",
-                        "--hold", "0.5", "--json")
+                        "--hold", "500ms", "--json")
     data = json.loads(result.stdout)
     assert (data["opened"], data["dropped"]) == (30, 0)
     assert "holding 30 connections for 0.5 s" in result.stderr
@@ -106,8 +106,12 @@ def test_unreachable_server_is_one_line_and_status_1() -> None:
     ("argv", "message"),
     [
         (["http://x"], "bad URL scheme http://"),
-        (["ws://x", "-c", "0"], "argument -c/--connections: must be more than 0"),
-        (["ws://x", "-s", "big"], "argument -s/--size: not a number"),
+        (["ws://x", "-c", "0"], 'argument -c/--connections: must be a positive integer, got "0"'),
+        (["ws://x", "-s", "big"],
+         'argument -s/--size: must be a size like "8k", "1m" or "1g", got "big"'),
+        (["ws://x", "-t", "0"], 'argument -t/--seconds: must be more than 0, got "0"'),
+        (["ws://x", "--warmup", "soon"], "argument --warmup: must be a duration like"),
+        (["ws://x", "-p", "many"], 'argument -p/--processes: must be a positive integer'),
         (["ws://x", "--mode", "flood"], "argument --mode: invalid choice"),
         (["ws://x", "--mode", "storm", "--plot", "x.png"], "--plot draws a throughput run"),
     ],
@@ -115,7 +119,8 @@ def test_unreachable_server_is_one_line_and_status_1() -> None:
 def test_mistakes_are_one_line_and_status_2(argv: list[str], message: str) -> None:
     result = run_wsgate("bench", *argv)
     assert result.returncode == 2
-    assert message in result.stderr
+    assert result.stderr.startswith(f"error: {message}")
+    assert result.stderr.endswith(" (see wsgate bench --help)\n")
     assert len(result.stderr.strip().splitlines()) == 1
 
 

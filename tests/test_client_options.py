@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import math
 import socket
 import ssl
 
@@ -24,13 +25,10 @@ from wsgate.client.options import (
     backoff,
     basic_auth,
     control_notice,
-    format_address,
     format_close,
     normalize_proxy,
     normalize_url,
     parse_header,
-    parse_port,
-    parse_seconds,
     parse_slash,
     parse_wait,
     pipe_bytes,
@@ -41,6 +39,7 @@ from wsgate.client.options import (
 )
 from wsgate.client.session import Ending
 from wsgate.errors import UsageError
+from wsgate.values import Invalid
 
 
 @pytest.mark.parametrize(
@@ -106,26 +105,15 @@ def test_proxy_defaults_to_http() -> None:
         normalize_proxy("http://proxy:1/path")
 
 
-def test_wait_is_seconds_or_minus_one_for_forever() -> None:
+def test_wait_is_a_duration_or_minus_one_for_forever() -> None:
     assert parse_wait("0") == 0
     assert parse_wait("1.5") == 1.5
-    assert parse_wait("-1") is None
-    for bad in ("abc", "-2", "nan", "inf", ""):
-        with pytest.raises(UsageError, match="bad --wait"):
+    assert parse_wait("500ms") == 0.5
+    assert parse_wait("1m30s") == 90
+    assert parse_wait("-1") == math.inf
+    for bad in ("abc", "-2", "nan", "inf", "", "1x"):
+        with pytest.raises(Invalid, match="or -1 to hold the connection open, got"):
             parse_wait(bad)
-
-
-def test_seconds_and_ports() -> None:
-    assert parse_seconds("0", "--ping-interval") == 0
-    with pytest.raises(UsageError, match="bad --timeout"):
-        parse_seconds("0", "--timeout", allow_zero=False)
-    with pytest.raises(UsageError, match="bad --ping-interval"):
-        parse_seconds("-1", "--ping-interval")
-    assert parse_port("0") == 0
-    assert parse_port("65535") == 65535
-    for bad in ("-1", "65536", "http"):
-        with pytest.raises(UsageError, match="bad port"):
-            parse_port(bad)
 
 
 def test_slash_commands() -> None:
@@ -170,9 +158,6 @@ def test_redirect_targets() -> None:
 
 def test_lines_shown() -> None:
     assert format_close(1000, "") == 'Disconnected (code: 1000, reason: "")'
-    assert format_address("127.0.0.1", 80) == "127.0.0.1:80"
-    assert format_address("::1", 80) == "[::1]:80"
-    assert format_address("example.com", 443) == "example.com:443"
     assert control_notice("ping", b"hi") == 'Received ping (data: "hi")'
     assert closed_abnormally(1006, "") == "connection closed abnormally with code 1006"
     assert closed_abnormally(1011, "boom") == (
@@ -193,6 +178,17 @@ def test_binary_shows_as_hex_on_a_terminal_and_raw_in_a_pipe() -> None:
     assert pipe_bytes(b"\xff\x00", json_pretty=False) == b"\xff\x00\n"
     assert pipe_bytes("héllo", json_pretty=False) == "héllo\n".encode()
     assert pipe_bytes('{"a":1}', json_pretty=True) == b'{\n  "a": 1\n}\n'
+
+
+def test_a_terminal_sees_control_characters_escaped() -> None:
+    hostile = "\x1b]0;pwned\x07\x1b[2J hi"
+    assert terminal_text(hostile, json_pretty=False) == "\\x1b]0;pwned\\x07\\x1b[2J hi"
+    assert terminal_text("two\nlines\r", json_pretty=True) == "two\\nlines\\r"
+    # Pretty JSON keeps its layout; JSON itself escapes C0 in strings, not DEL or C1.
+    assert terminal_text('{"a":"\x7f\x9b"}', json_pretty=True) == '{\n  "a": "\\x7f\\x9b"\n}'
+    assert terminal_text('["\\u001b"]', json_pretty=True) == '[\n  "\\u001b"\n]'
+    # A pipe gets the bytes as they came.
+    assert pipe_bytes(hostile, json_pretty=False) == hostile.encode() + b"\n"
 
 
 def test_backoff_doubles_up_to_thirty_seconds() -> None:

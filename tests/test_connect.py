@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import os
 import re
 import signal
@@ -236,7 +237,7 @@ def test_a_header_replaces_the_one_websockets_would_send(echo_server: WsServer) 
 def test_execute_sends_in_order_then_closes_after_wait(echo_server: WsServer) -> None:
     started = time.monotonic()
     result = run_wsgate("connect", echo_server.url, "-x", "one", "-x", "two",
-                        "--execute", "three", "-w", "0.3")
+                        "--execute", "three", "-w", "300ms")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == ["echo: one", "echo: two", "echo: three"]
     assert [wait_item(echo_server.seen.messages) for _ in range(3)] == ["one", "two", "three"]
@@ -253,7 +254,7 @@ def test_execute_waits_two_seconds_by_default(echo_server: WsServer) -> None:
     assert 2 <= elapsed < 6
 
 
-@pytest.mark.parametrize(("wait", "sees_late_reply"), [("-1", True), ("0.2", False)])
+@pytest.mark.parametrize(("wait", "sees_late_reply"), [("-1", True), ("200ms", False)])
 def test_wait_minus_one_holds_the_connection_open(
     aio: LoopThread, wait: str, sees_late_reply: bool
 ) -> None:
@@ -339,6 +340,35 @@ def test_binary_sends_frames_and_prints_raw_bytes_in_pipe_mode(echo_server: WsSe
     assert wait_item(echo_server.seen.messages) == b"hello"
     assert wait_item(echo_server.seen.messages) == b"\xff\xfe\x00"
     assert result.stdout == b"hello\n\xff\xfe\x00\n"
+
+
+def test_a_terminal_shows_what_the_server_sends_escaped(
+    aio: LoopThread, terminals: Terminals
+) -> None:
+    hostile = "\x1b]0;pwned\x07\x1b[2J hi"
+
+    async def attack(connection: ServerConnection, seen: Seen) -> None:
+        await connection.send(hostile)
+        await connection.send('{"k":"\x9b31m"}')
+        await connection.ping(hostile.encode())
+        await connection.recv()
+        await connection.close(1000, "bye\x1b[2J")
+
+    server = start_ws_server(aio, attack)
+    child = terminals.spawn("connect", server.url, "--no-color", "--json", "-P")
+    screen = io.StringIO()
+    child.logfile_read = screen
+    child.expect_exact("< \\x1b]0;pwned\\x07\\x1b[2J hi")
+    child.expect_exact('  "k": "\\x9b31m"')  # pretty JSON keeps its lines, not the C1
+    child.expect_exact('< Received ping (data: "\\x1b]0;pwned\\x07\\x1b[2J hi")')
+    child.sendline("done")
+    child.expect_exact('Disconnected (code: 1000, reason: "bye\\x1b[2J")')
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "\x1b]0;pwned" not in screen.getvalue()
+    assert "\x9b" not in screen.getvalue()
+    stop_ws_server(aio, server)
 
 
 def test_binary_shows_hex_on_a_terminal(echo_server: WsServer, terminals: Terminals) -> None:
@@ -521,7 +551,8 @@ def test_tls_client_certificates(aio: LoopThread, ca: trustme.CA,
                        "--key", str(tls_files["locked"]), "--passphrase", "nope", input="")
     assert wrong.returncode == 2
     assert wrong.stderr == (
-        "error: cannot use --cert/--key: the key could not be decrypted (wrong --passphrase?)\n"
+        "error: cannot use --cert/--key: the key could not be decrypted (wrong --passphrase?)"
+        " (see wsgate connect --help)\n"
     )
 
     missing = run_wsgate("connect", server.url, "--ca", ca_file, input="")
@@ -566,14 +597,14 @@ def test_handshake_rejected_by_a_502(aio: LoopThread) -> None:
 
 
 def test_dns_failure() -> None:
-    result = run_wsgate("connect", "ws://nosuchhost.invalid/", "--timeout", "5", input="")
+    result = run_wsgate("connect", "ws://nosuchhost.invalid/", "--timeout", "5s", input="")
     assert result.returncode == 1
     assert re.fullmatch(r"error: DNS lookup failed for nosuchhost\.invalid: .+\n", result.stderr)
 
 
 def test_handshake_timeout(aio: LoopThread) -> None:
     port = start_silent(aio)
-    result = run_wsgate("connect", f"127.0.0.1:{port}", "--timeout", "0.5", input="")
+    result = run_wsgate("connect", f"127.0.0.1:{port}", "--timeout", "500ms", input="")
     assert result.returncode == 1
     assert result.stderr == f"error: timed out connecting to 127.0.0.1:{port}\n"
 
@@ -658,14 +689,20 @@ def test_a_second_sigint_gives_up_on_the_close_handshake(aio: LoopThread, wsgate
          "error: cannot read --ca file /nonexistent/ca.pem: No such file or directory"),
         (["ws://127.0.0.1:1", "--cert", "/nonexistent/c.pem"], "error: cannot read --cert"),
         (["ws://127.0.0.1:1", "--key", "k.pem"], "error: --key needs --cert"),
-        (["ws://127.0.0.1:1", "-w", "abc"], "error: bad --wait value 'abc'"),
-        (["ws://127.0.0.1:1", "-w", "-3"], "error: bad --wait value '-3'"),
-        (["ws://127.0.0.1:1", "--ping-interval", "often"], "error: bad --ping-interval"),
+        (["ws://127.0.0.1:1", "-w", "abc"],
+         'error: argument -w/--wait: must be a duration like "60s", "5m" or "500ms", or -1 '
+         'to hold the connection open, got "abc"'),
+        (["ws://127.0.0.1:1", "-w", "-3"], "error: argument -w/--wait: must be a duration"),
+        (["ws://127.0.0.1:1", "--ping-interval", "often"],
+         "error: argument --ping-interval: must be a duration"),
+        (["ws://127.0.0.1:1", "--timeout", "0"],
+         'error: argument --timeout: must be more than 0, got "0"'),
         (["ws://127.0.0.1:1", "--proxy", "socks5://p:1"], "error: bad --proxy"),
         (["ws://127.0.0.1:1", "-p", "8"], "error: bad --protocol 8"),
         (["ws://127.0.0.1:1", "-c", "ws://127.0.0.1:2"], "error: give the URL once"),
         ([], "error: a URL is needed"),
-        (["ws://127.0.0.1:1", "--max-redirects", "x"], "wsgate connect: error: argument"),
+        (["ws://127.0.0.1:1", "--max-redirects", "x"],
+         "error: argument --max-redirects: invalid int value: 'x'"),
     ],
 )
 def test_usage_errors_are_one_line_and_status_2(argv: list[str], message: str) -> None:
@@ -674,6 +711,7 @@ def test_usage_errors_are_one_line_and_status_2(argv: list[str], message: str) -
     assert result.stdout == ""
     assert len(lines(result.stderr)) == 1, result.stderr
     assert result.stderr.startswith(message)
+    assert result.stderr.endswith(" (see wsgate connect --help)\n")
 
 
 def test_help_documents_binary_output() -> None:

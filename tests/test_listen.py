@@ -1,4 +1,4 @@
-"""``wsgate listen``: wscat -l's screen and one-client rule, pipe mode, and the real wscat.
+"""``wsgate listen``: wscat -l's screen, one client at a time, pipe mode, and the real wscat.
 
 Servers bind port 0 and print the port really bound; clients are the real wscat, a real
 ``wsgate connect``, or a websockets client in the test.
@@ -120,18 +120,40 @@ def test_piped_lines_wait_for_a_client(wsgate: Spawn) -> None:
         assert ws.recv(timeout=5) == "queued two"
 
 
-def test_end_of_piped_input_does_not_stop_the_server(wsgate: Spawn) -> None:
+def test_end_of_piped_input_waits_for_a_client_then_closes_it_and_exits(
+    wsgate: Spawn,
+) -> None:
     server, port = start_listen(wsgate)
+    type_line(server, "queued one")
+    type_line(server, "queued two")
     assert server.popen.stdin is not None
     server.popen.stdin.close()
     with client(port) as ws:
-        ws.send("after eof")
-        server.expect("^after eof$", stream="out")
-    server.signal(signal.SIGTERM)
+        assert ws.recv(timeout=5) == "queued one"
+        assert ws.recv(timeout=5) == "queued two"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
     server.drain()
     assert server.popen.returncode == 0
     assert server.err == [f"Listening on port {port} (press CTRL+C to quit)",
                           "Client connected", 'Disconnected (code: 1000, reason: "")']
+
+
+def test_end_of_piped_input_with_wait_minus_one_lets_the_client_finish(wsgate: Spawn) -> None:
+    server, port = start_listen(wsgate, "-w", "-1")
+    with client(port) as ws:
+        server.expect("^Client connected$", stream="err")
+        type_line(server, "last words")
+        assert server.popen.stdin is not None
+        server.popen.stdin.close()
+        assert ws.recv(timeout=5) == "last words"
+        ws.send("reply one")
+        ws.send("reply two")
+    server.drain()
+    assert server.popen.returncode == 0
+    assert server.out == ["reply one", "reply two"]
+    assert server.err[-1] == 'Disconnected (code: 1000, reason: "")'
 
 
 def test_quiet_listen_prints_no_status_lines(wsgate: Spawn) -> None:
@@ -238,11 +260,13 @@ def test_port_in_use() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["70000"], "error: bad port '70000'"),
-        (["http"], "error: bad port 'http'"),
+        (["70000"], 'error: argument PORT: port must be a number from 0 to 65535, got "70000"'),
+        (["http"], 'error: argument PORT: port must be a number from 0 to 65535, got "http"'),
+        (["-l", "x"], 'error: argument -l/--listen: port must be a number'),
         ([], "error: a port is needed"),
         (["1", "-l", "2"], "error: give the port once"),
-        (["0", "--ping-interval", "x"], "error: bad --ping-interval"),
+        (["0", "--ping-interval", "x"], "error: argument --ping-interval: must be a duration"),
+        (["0", "-w", "x"], "error: argument -w/--wait: must be a duration"),
     ],
 )
 def test_listen_usage_errors(argv: list[str], message: str) -> None:
@@ -250,3 +274,4 @@ def test_listen_usage_errors(argv: list[str], message: str) -> None:
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(message)
+    assert result.stderr.endswith(" (see wsgate listen --help)\n")

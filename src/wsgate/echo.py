@@ -1,7 +1,7 @@
 """The seed's echo server (Node ws server.js), as fast as the upstream of a benchmark must be.
 
-It logs ``Received from client: <msg>`` for each message and answers ``Server received from
-client: <msg>``: the seed's exact strings. The data path is picows, a compiled WebSocket
+It logs "Received from client: <msg>" for each message and answers "Server received from
+client: <msg>": the seed's exact strings. The data path is picows, a compiled WebSocket
 implementation: on a 2-core machine it echoes about 4x what ``websockets`` can, and the echo
 server is the upstream in every benchmark of the system, so it must never be the bottleneck.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from picows import (
     ws_create_server,
 )
 
-from wsgate import runtime
+from wsgate import runtime, values
 from wsgate.errors import Failure, UsageError
 
 SEED_PREFIX = "Server received from client: "
@@ -246,53 +245,25 @@ class EchoServer:
             await asyncio.wait(waits, timeout=SHUTDOWN_GRACE)
 
 
-async def wait_for_signal() -> None:
-    """Return on the first SIGINT or SIGTERM."""
-    loop = asyncio.get_running_loop()
+async def serve(options: EchoOptions, signals: runtime.StopSignals) -> None:
+    """Serve until SIGINT or SIGTERM, then say Close 1001 to every client. The handlers are
+    the loop's before the server says it is listening: a signal sent as soon as "Listening"
+    is printed is a clean shutdown, never the default death by signal."""
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-async def serve(options: EchoOptions) -> None:
-    """Serve until SIGINT or SIGTERM, then say Close 1001 to every client."""
+    signals.attach(stop)
     server = EchoServer(options)
     await server.start()
     print("Server started")
     for url in server.urls():
         print(f"Listening on {url}")
     sys.stdout.flush()
-    await wait_for_signal()
+    await stop.wait()
     await server.shutdown()
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def port_number(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
-    return int(text)
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    number, unit = (text[:-1], units[text[-1].lower()]) if text[-1:].lower() in units else (text, 1)
-    if not number.isdigit() or int(number) == 0:
-        raise argparse.ArgumentTypeError(f"not a size in bytes (like 65536, 64k, 1m): {text!r}")
-    return int(number) * unit
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=port_number, action="append", metavar="PORT",
+    parser.add_argument("--port", type=values.port_flag(zero=True), action="append",
+                        metavar="PORT",
                         help="port to listen on; repeat for several (default: 8010; 0 picks one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; "
@@ -302,14 +273,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="reply with each message unchanged (text as text, binary as binary)")
     parser.add_argument("--quiet", action="store_true", help="do not log each message")
-    parser.add_argument("--ping-interval", type=_seconds, default=20.0, metavar="SECONDS",
-                        help="ping each client this often to keep it alive (default: 20; 0: off)")
-    parser.add_argument("--ping-timeout", type=_seconds, default=20.0, metavar="SECONDS",
+    parser.add_argument("--ping-interval", type=values.duration_flag(zero=True), default=20.0,
+                        metavar="TIME",
+                        help="ping each client this often to keep it alive, e.g. 20s or 500ms "
+                             "(default: 20s; 0: off)")
+    parser.add_argument("--ping-timeout", type=values.duration_flag(zero=True), default=20.0,
+                        metavar="TIME",
                         help="drop a client that has not answered a ping within this time "
-                             "(default: 20; 0: never drop)")
-    parser.add_argument("--max-size", type=_size, default=1 << 20, metavar="BYTES",
-                        help="largest message accepted; larger ones close with 1009 "
-                             "(default: 1m)")
+                             "(default: 20s; 0: never drop)")
+    parser.add_argument("--max-size", type=values.size_flag(zero=False), default=1 << 20,
+                        metavar="SIZE",
+                        help="largest message accepted, e.g. 65536, 64k or 1m; larger ones "
+                             "close with 1009 (default: 1m)")
 
 
 def options_from(args: argparse.Namespace) -> EchoOptions:
@@ -328,5 +303,7 @@ def options_from(args: argparse.Namespace) -> EchoOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    runtime.run(serve(options_from(args)))
+    signals = runtime.StopSignals()
+    signals.catch()
+    runtime.run(serve(options_from(args), signals))
     return 0

@@ -1,8 +1,9 @@
 """``wsgate bench URL``: load a WebSocket echo service and report what it sustained.
 
-Modes: ``throughput`` (C connections, S-byte messages, D in flight on each, T seconds after
-a warm-up), ``storm`` (open N connections as fast as possible: handshakes/s and failures),
-``idle`` (open N connections and hold them H seconds). Every reply is checked: it must be
+Modes: ``throughput`` (C connections, S-byte messages, D in flight on each, measured for
+a time T after a warm-up), ``storm`` (open N connections as fast as possible: handshakes/s
+and failures), ``idle`` (open N connections and hold them for a time H). Times are 500ms,
+10s, 1m30s or a bare number of seconds; sizes 32, 4k or 1m. Every reply is checked: it must be
 the payload sent, after the same prefix on every reply (the seed's server adds one).
 """
 
@@ -18,9 +19,9 @@ import sys
 import time
 from multiprocessing.queues import Queue
 from threading import BrokenBarrierError
-from typing import Any
 
-from wsgate.bench.load import MODES, Plan, worker
+from wsgate import values
+from wsgate.bench.plan import MODES, Plan, share
 from wsgate.bench.stats import Summary, WorkerResult, report, summarize
 from wsgate.client.options import normalize_url
 from wsgate.errors import Failure, UsageError
@@ -28,48 +29,46 @@ from wsgate.errors import Failure, UsageError
 SETUP_TIMEOUT = 120.0
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-        return value
-    return parse
+def _count(text: str) -> int:
+    try:
+        return values.integer(text.strip(), minimum=1)
+    except values.Invalid:  # say what was typed: "0", as the other flags do
+        values.must("", "a positive integer", text)
 
 
 def _processes(text: str) -> int:
-    if text == "auto":
+    if text.strip() == "auto":
         return os.cpu_count() or 1
-    value: int = _positive(int)(text)
-    return value
+    return _count(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    count = values.flag(_count, "count")
     parser.add_argument("url", metavar="URL", help="ws:// or wss:// URL of an echo service")
-    parser.add_argument("--mode", choices=sorted(MODES), default="throughput",
+    parser.add_argument("--mode", choices=MODES, default="throughput",
                         help="throughput (default), storm or idle")
-    parser.add_argument("-c", "--connections", type=_positive(int), default=50,
+    parser.add_argument("-c", "--connections", type=count, default=50, metavar="N",
                         help="connections (default 50; in storm and idle: how many to open)")
-    parser.add_argument("-s", "--size", type=_positive(int), default=32,
-                        help="message size in bytes (default 32)")
-    parser.add_argument("-d", "--depth", type=_positive(int), default=1,
+    parser.add_argument("-s", "--size", type=values.size_flag(zero=False), default=32,
+                        metavar="SIZE", help="message size, e.g. 32, 4k or 1m (default 32 bytes)")
+    parser.add_argument("-d", "--depth", type=count, default=1, metavar="N",
                         help="messages in flight per connection (default 1)")
-    parser.add_argument("-t", "--seconds", type=_positive(float), default=10.0,
-                        help="measured time in throughput mode (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of load before measuring (default 2)")
-    parser.add_argument("--hold", type=_positive(float), default=10.0,
-                        help="seconds to hold the connections in idle mode (default 10)")
-    parser.add_argument("--concurrency", type=_positive(int), default=200,
+    parser.add_argument("-t", "--seconds", type=values.duration_flag(zero=False), default=10.0,
+                        metavar="TIME",
+                        help="measured time in throughput mode, e.g. 10s or 1m (default 10s)")
+    parser.add_argument("--warmup", type=values.duration_flag(zero=True), default=2.0,
+                        metavar="TIME", help="load before measuring (default 2s; 0: none)")
+    parser.add_argument("--hold", type=values.duration_flag(zero=False), default=10.0,
+                        metavar="TIME",
+                        help="how long to hold the connections in idle mode (default 10s)")
+    parser.add_argument("--concurrency", type=count, default=200, metavar="N",
                         help="handshakes under way at once, per process (default 200)")
-    parser.add_argument("-p", "--processes", type=_processes, default=1,
-                        help="load processes (default 1; auto: one per core)")
+    parser.add_argument("-p", "--processes", type=values.flag(_processes, "count"), default=1,
+                        metavar="N|auto", help="load processes (default 1; auto: one per core)")
     parser.add_argument("-b", "--binary", action="store_true", help="send binary messages")
-    parser.add_argument("--connect-timeout", type=_positive(float), default=10.0,
-                        help="seconds a handshake may take (default 10)")
+    parser.add_argument("--connect-timeout", type=values.duration_flag(zero=False),
+                        default=10.0, metavar="TIME",
+                        help="how long a handshake may take (default 10s)")
     parser.add_argument("--json", action="store_true",
                         help="print one line of JSON instead of the report")
     parser.add_argument("--plot", metavar="FILE.png",
@@ -77,15 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plans(args: argparse.Namespace, url: str) -> list[Plan]:
-    share, extra = divmod(args.connections, args.processes)
-    return [
-        Plan(url=url, mode=args.mode, connections=share + (1 if index < extra else 0),
-             size=args.size, depth=args.depth, seconds=args.seconds, warmup=args.warmup,
-             hold=args.hold, concurrency=args.concurrency, binary=args.binary,
-             connect_timeout=args.connect_timeout)
-        for index in range(args.processes)
-        if share + (1 if index < extra else 0) > 0
-    ]
+    whole = Plan(url=url, mode=args.mode, connections=args.connections, size=args.size,
+                 depth=args.depth, seconds=args.seconds, warmup=args.warmup, hold=args.hold,
+                 concurrency=args.concurrency, binary=args.binary,
+                 connect_timeout=args.connect_timeout)
+    return share(whole, args.processes)
 
 
 def _progress(done: int, elapsed: float, total: float, unit: str) -> None:
@@ -97,6 +92,8 @@ def _progress(done: int, elapsed: float, total: float, unit: str) -> None:
 
 
 def _run(args: argparse.Namespace, url: str) -> Summary:
+    from wsgate.bench.load import worker  # picows: only where the load is made
+
     plans = _plans(args, url)
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(len(plans) + 1)

@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
@@ -22,27 +21,8 @@ from typing import Any
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from wsgate import runtime
-from wsgate.bench.stats import WorkerResult
-
-TICK = 0.1
-"""Seconds per slice of the throughput timeline, and between progress updates."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One process's share of the load."""
-
-    url: str
-    mode: str
-    connections: int
-    size: int
-    depth: int
-    seconds: float
-    warmup: float
-    hold: float
-    concurrency: int
-    binary: bool
-    connect_timeout: float
+from wsgate.bench.plan import Plan
+from wsgate.bench.stats import TICK, WorkerResult
 
 
 class Meter:
@@ -238,7 +218,7 @@ async def _idle(plan: Plan, meter: Meter, barrier: Barrier, progress: Any,
     _close(pairs)
 
 
-MODES: dict[str, Callable[[Plan, Meter, Barrier, Any, int], Awaitable[None]]] = {
+_RUNS: dict[str, Callable[[Plan, Meter, Barrier, Any, int], Awaitable[None]]] = {
     "throughput": _throughput,
     "storm": _storm,
     "idle": _idle,
@@ -249,7 +229,7 @@ async def _work(plan: Plan, barrier: Barrier, progress: Any, index: int) -> Work
     meter = Meter()
     ticker = asyncio.ensure_future(_ticker(meter, progress, index))
     try:
-        await MODES[plan.mode](plan, meter, barrier, progress, index)
+        await _RUNS[plan.mode](plan, meter, barrier, progress, index)
         await asyncio.sleep(0.05)  # let the Close frames leave
     finally:
         ticker.cancel()

@@ -5,8 +5,7 @@ matplotlib is optional (``pip install 'wsgate[plot]'``): only this flag needs it
 
 from __future__ import annotations
 
-from wsgate.bench.load import TICK
-from wsgate.bench.stats import Summary
+from wsgate.bench.stats import TICK, Summary
 from wsgate.errors import UsageError
 
 

@@ -6,6 +6,9 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+TICK = 0.1
+"""Seconds per slice of the throughput timeline, and between progress updates."""
+
 
 @dataclass
 class WorkerResult:

@@ -4,13 +4,17 @@ On a terminal: "Connected (press CTRL+C to quit)", a "> " prompt with history, i
 messages as "< msg" above the line being typed; CTRL+C, CTRL+D or /close (with --slash)
 close the connection cleanly. When stdin is not a terminal (pipe mode), every input line
 is one message and every message received is one bare stdout line (status lines go to
-stderr, or nowhere with -q); at end of input wsgate waits --wait seconds, sends Close
-1000, and keeps printing until the close handshake is over, so the replies to everything
-sent are printed before it exits. With -x the output is as in pipe mode and stdin is not
-read.
+stderr, or nowhere with -q); at end of input wsgate waits --wait (default 0), sends
+Close 1000, and keeps printing until the close handshake is over, so the replies to
+everything sent are printed before it exits. With -x the output is as in pipe mode and
+stdin is not read.
 
 Binary messages received are shown as hex ("< [binary, 5 bytes] 68 65 6c 6c 6f") on a
-terminal, and written raw, followed by a newline, to stdout in pipe mode.
+terminal, and written raw, followed by a newline, to stdout in pipe mode. On a terminal,
+control characters in what the server sends are shown escaped ("\\x1b"), so a message
+cannot drive the terminal; pipe mode passes messages on byte for byte.
+
+Durations are written 500ms, 10s, 1m30s, or a bare number of seconds.
 
 As with wscat, proxies come only from --proxy, never from the environment.
 
@@ -24,17 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass
 
-from wsgate import runtime
-from wsgate.client.console import (
-    Console,
-    default_history_path,
-    is_terminal,
-    make_console,
-    wants_color,
+from wsgate import values
+from wsgate.client import commandline
+from wsgate.client.commandline import (
+    WAIT,
+    add_session_arguments,
+    console_options,
+    session_options,
 )
+from wsgate.client.console import Console, ConsoleOptions, is_terminal
 from wsgate.client.dial import DialOptions, dial
 from wsgate.client.failures import closed_abnormally
 from wsgate.client.options import (
@@ -44,17 +48,14 @@ from wsgate.client.options import (
     normalize_proxy,
     normalize_url,
     parse_header,
-    parse_seconds,
-    parse_wait,
 )
-from wsgate.client.session import OnEof, SessionOptions, add_session_arguments, talk
+from wsgate.client.session import SessionOptions, talk
 from wsgate.client.tls import PROMPT, build_context
 from wsgate.errors import Failure, UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """wscat's connect flags (same names and meanings) and wsgate's own additions."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("url", nargs="?", metavar="URL",
                         help="ws:// or wss:// URL (no scheme means ws://)")
     parser.add_argument("-c", "--connect", metavar="URL", dest="connect_url",
@@ -80,9 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wscat.add_argument("-x", "--execute", action="append", default=[], metavar="MESSAGE",
                        help="send MESSAGE after connecting (repeat to send several, in "
                             "order), then close after --wait seconds")
-    wscat.add_argument("-w", "--wait", metavar="SECONDS",
-                       help="seconds to wait after -x (default 2) or after the end of piped "
-                            "input (default 0) before closing; -1 holds the connection open")
+    wscat.add_argument("-w", "--wait", type=WAIT, metavar="TIME",
+                       help="how long to wait after -x (default 2s) or after the end of piped "
+                            "input (default 0) before closing, e.g. 500ms; -1 holds the "
+                            "connection open")
     wscat.add_argument("-L", "--location", action="store_true", help="follow redirects")
     wscat.add_argument("--max-redirects", type=int, default=10, metavar="N",
                        help="with -L, follow at most N redirects (default 10)")
@@ -93,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="retry after a failed connect or when the server ends the "
                            "connection with a code other than 1000 (0.5 s, doubling up "
                            "to 30 s)")
-    more.add_argument("--timeout", default="10", metavar="SECONDS",
-                      help="give up opening the connection after SECONDS (default 10)")
+    more.add_argument("--timeout", type=values.duration_flag(zero=False), default=10.0,
+                      metavar="TIME",
+                      help="give up opening the connection after this long (default 10s)")
     add_session_arguments(wscat, more)
 
 
@@ -103,11 +106,7 @@ class _Plan:
     dial: DialOptions
     session: SessionOptions
     reconnect: bool
-    interactive: bool
-    color: bool
-    quiet: bool
-    history_file: str | None
-    json: bool
+    console: ConsoleOptions
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -127,17 +126,12 @@ def _plan(args: argparse.Namespace) -> _Plan:
         headers.append(("Host", args.host))
     if args.max_redirects < 0:
         raise UsageError(f"bad --max-redirects {args.max_redirects} (expected 0 or more)")
-    ping_interval = parse_seconds(args.ping_interval, "--ping-interval")
-    timeout = parse_seconds(args.timeout, "--timeout", allow_zero=False)
     execute = tuple(args.execute)
     default_wait = 2.0 if execute else 0.0  # wscat's -x default; piped input: none
-    wait = parse_wait(args.wait) if args.wait is not None else default_wait
+    wait: float = args.wait if args.wait is not None else default_wait
     interactive = not execute and is_terminal()
     context = build_context(ca=args.ca, cert=args.cert, key=args.key,
                             passphrase=args.passphrase, check=args.check)
-    history: str | None = args.history_file
-    if history is None:
-        history = str(default_history_path())
     return _Plan(
         dial=DialOptions(
             url=url,
@@ -148,41 +142,18 @@ def _plan(args: argparse.Namespace) -> _Plan:
             proxy=normalize_proxy(args.proxy) if args.proxy is not None else None,
             follow_redirects=args.location,
             max_redirects=args.max_redirects,
-            timeout=timeout,
-            ping_interval=ping_interval or None,
+            timeout=args.timeout,
+            ping_interval=args.ping_interval or None,
         ),
-        session=SessionOptions(
-            binary=args.binary,
-            slash=args.slash,
-            show_ping_pong=args.show_ping_pong,
-            execute=execute,
-            wait=0.0 if interactive else wait,
-            on_eof=OnEof.CLOSE,
-        ),
+        session=session_options(args, execute=execute, wait=0.0 if interactive else wait),
         reconnect=args.reconnect,
-        interactive=interactive,
-        color=wants_color(args.no_color),
-        quiet=args.quiet,
-        history_file=history or None,
-        json=args.json,
+        console=console_options(args, interactive=interactive, read_stdin=not execute),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    logging.getLogger("websockets").addHandler(logging.NullHandler())
-    return runtime.run(_main(plan))
-
-
-async def _main(plan: _Plan) -> int:
-    console = make_console(interactive=plan.interactive, color=plan.color, quiet=plan.quiet,
-                           history_file=plan.history_file, json_pretty=plan.json,
-                           read_stdin=not plan.session.execute)
-    async with console:
-        try:
-            return await _connect_loop(plan, console)
-        except asyncio.CancelledError:
-            return 130
+    return commandline.run(plan.console, lambda console: _connect_loop(plan, console))
 
 
 def _retry(plan: _Plan, code: int) -> bool:

@@ -4,7 +4,9 @@ On a terminal (stdin and stdout both ttys) it is wscat's screen: a ``> `` prompt
 editing and persistent history (prompt_toolkit), incoming messages as ``< msg`` printed
 above the line being typed, wscat's colours. Otherwise it is pipe mode: every stdin line
 is a message, every incoming message is one bare stdout line, and status lines go to
-stderr (or nowhere with ``--quiet``), so output can be fed to other programs.
+stderr (or nowhere with ``--quiet``), so output can be fed to other programs. What a peer
+sent reaches a terminal with its control characters escaped (it must not be able to drive
+the terminal); pipe mode passes messages on byte for byte.
 
 Both consoles turn CTRL+C and SIGTERM into :attr:`Console.quit`, which sessions answer
 with a clean close; a second one while closing cancels the main task (exit 130).
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +29,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from wsgate.client.options import pipe_bytes, terminal_text
+from wsgate.terminal import escape
 
 GREEN = "\x1b[32m"
 BLUE = "\x1b[34m"
@@ -68,6 +72,7 @@ class Console:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal)
+        self._open()
         return self
 
     async def __aexit__(
@@ -76,9 +81,16 @@ class Console:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._close()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+    def _open(self) -> None:
+        """Take over the screen, for a console that needs to."""
+
+    async def _close(self) -> None:
+        """Stop reading input and give the screen back."""
 
     def _on_signal(self) -> None:
         """First CTRL+C: close cleanly. Another while closing: give up on the close."""
@@ -93,6 +105,11 @@ class Console:
 
     async def _next(self) -> Line | None:
         raise NotImplementedError
+
+    @property
+    def input_ended(self) -> bool:
+        """Whether the end of input has been read (``next_line`` returned ``None``)."""
+        return self._ended
 
     async def next_line(self) -> Line | None:
         """The next line typed or piped in; ``None`` once input has ended, and from then on."""
@@ -136,18 +153,11 @@ class TerminalConsole(Console):
         self._session: PromptSession[str] | None = None
         self._patch: contextlib.AbstractContextManager[None] | None = None
 
-    async def __aenter__(self) -> Console:
-        await super().__aenter__()
+    def _open(self) -> None:
         self._patch = patch_stdout(raw=True)
         self._patch.__enter__()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self) -> None:
         if self._reader is not None:
             if self._session is not None:
                 # Leave no empty "> " line behind under the final "Disconnected" line.
@@ -157,7 +167,6 @@ class TerminalConsole(Console):
                 await self._reader
         if self._patch is not None:
             self._patch.__exit__(None, None, None)
-        await super().__aexit__(exc_type, exc, tb)
 
     def _history(self) -> History:
         if not self.history_file:
@@ -200,13 +209,13 @@ class TerminalConsole(Console):
         self._print("< " + terminal_text(message, json_pretty=self.json_pretty), BLUE)
 
     def notice(self, text: str) -> None:
-        self._print("< " + text, BLUE)
+        self._print("< " + escape(text), BLUE)
 
     def status(self, text: str) -> None:
-        self._print(text, GREEN)
+        self._print(escape(text), GREEN)
 
     def warn(self, text: str) -> None:
-        self._print("error: " + text, YELLOW)
+        self._print("error: " + escape(text), YELLOW)
 
 
 class PipeConsole(Console):
@@ -294,10 +303,10 @@ class PipeConsole(Console):
 
     def status(self, text: str) -> None:
         if not self.quiet:
-            _to_stderr(text)
+            _to_stderr(escape(text))
 
     def warn(self, text: str) -> None:
-        _to_stderr(f"error: {text}")
+        _to_stderr(f"error: {escape(text)}")
 
 
 def _to_stderr(line: str) -> None:
@@ -306,9 +315,23 @@ def _to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def make_console(*, interactive: bool, color: bool, quiet: bool, history_file: str | None,
-                 json_pretty: bool, read_stdin: bool = True) -> Console:
+@dataclass(frozen=True)
+class ConsoleOptions:
+    """Which console a command gets and how it shows things, decided from its flags."""
+
+    interactive: bool
+    color: bool = False
+    quiet: bool = False
+    history_file: str | None = None
+    json_pretty: bool = False
+    #: False with ``-x``: the messages come from the command line, stdin is not read.
+    read_stdin: bool = True
+
+
+def make_console(options: ConsoleOptions) -> Console:
     """The prompt for a person at a terminal, the line-per-message pipe otherwise."""
-    if interactive:
-        return TerminalConsole(color=color, history_file=history_file, json_pretty=json_pretty)
-    return PipeConsole(quiet=quiet, read_stdin=read_stdin, json_pretty=json_pretty)
+    if options.interactive:
+        return TerminalConsole(color=options.color, history_file=options.history_file,
+                               json_pretty=options.json_pretty)
+    return PipeConsole(quiet=options.quiet, read_stdin=options.read_stdin,
+                       json_pretty=options.json_pretty)

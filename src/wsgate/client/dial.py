@@ -20,8 +20,9 @@ from websockets.uri import parse_uri
 from wsgate import __version__
 from wsgate.client.failures import describe
 from wsgate.client.observe import WatchedClientConnection
-from wsgate.client.options import format_address, redirect_target, same_origin
+from wsgate.client.options import redirect_target, same_origin
 from wsgate.errors import Failure
+from wsgate.values import join_address
 
 #: The largest message accepted, as Node's ws (wscat) allows: 100 MiB.
 MAX_MESSAGE = 100 * 2**20
@@ -71,9 +72,9 @@ async def dial(options: DialOptions) -> WatchedClientConnection:
         target = parse_uri(url)
         if options.proxy is not None:
             proxy = parse_proxy(options.proxy)
-            address, host = format_address(proxy.host, proxy.port), proxy.host
+            address, host = join_address(proxy.host, proxy.port), proxy.host
         else:
-            address, host = format_address(target.host, target.port), target.host
+            address, host = join_address(target.host, target.port), target.host
         extra: dict[str, Any] = {}
         if target.secure and options.ssl is not None:
             extra["ssl"] = options.ssl

@@ -1,14 +1,16 @@
-"""Accept one WebSocket client at a time and talk to it, like wscat -l PORT.
+"""Accept WebSocket clients, one at a time, and talk to each, like wscat -l PORT.
 
 Prints "Listening on port N (press CTRL+C to quit)" with the port really bound (so port 0
 works), "Client connected", what the client sends as "< msg", and "Disconnected (code:
 ..., reason: ...)"; sends what you type. A second client while one is connected is
-dropped, as wscat does. Another client may connect once the first has gone.
+dropped, as wscat does; once the first has gone, another may connect.
 
-When stdin is not a terminal (pipe mode) every stdin line is sent to the connected client
-(lines wait for a client to connect), every message received is one bare stdout line,
-and status lines go to stderr (or nowhere with -q). The end of piped input does not stop
-the server; CTRL+C or SIGTERM does, closing the client with 1000 first.
+When stdin is not a terminal (pipe mode) it works as connect does: every stdin line is
+sent to the connected client (lines wait for a client to connect), every message
+received is one bare stdout line, and status lines go to stderr (or nowhere with -q). At
+the end of piped input wsgate waits --wait (default 0), closes the client with 1000,
+prints its replies until the close handshake is over, and exits 0. On a terminal,
+CTRL+D, CTRL+C or SIGTERM end it, closing the client with 1000 first.
 """
 
 from __future__ import annotations
@@ -17,41 +19,46 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
-from wsgate import __version__, runtime
-from wsgate.client.console import (
-    Console,
-    Line,
-    default_history_path,
-    is_terminal,
-    make_console,
-    wants_color,
+from wsgate import __version__, values
+from wsgate.client import commandline
+from wsgate.client.commandline import (
+    WAIT,
+    add_session_arguments,
+    console_options,
+    session_options,
 )
+from wsgate.client.console import Console, ConsoleOptions, Line, is_terminal
 from wsgate.client.dial import MAX_MESSAGE
 from wsgate.client.observe import WatchedServerConnection
-from wsgate.client.options import format_address, format_close, parse_port, parse_seconds
-from wsgate.client.session import OnEof, SessionOptions, add_session_arguments, talk
+from wsgate.client.options import format_close
+from wsgate.client.session import SessionOptions, talk
 from wsgate.errors import Failure, UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """wscat's -l, plus the session flags that make sense on the accepting side."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("port", nargs="?", metavar="PORT", help="TCP port (0: any free one)")
-    parser.add_argument("-l", "--listen", metavar="PORT", dest="listen_port",
+    port = values.port_flag(zero=True)
+    parser.add_argument("port", nargs="?", type=port, metavar="PORT",
+                        help="TCP port (0: any free one)")
+    parser.add_argument("-l", "--listen", type=port, metavar="PORT", dest="listen_port",
                         help="the port, as wscat takes it")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1)")
     parser.add_argument("-s", "--subprotocol", action="append", default=[], metavar="PROTOCOL",
                         help="subprotocols to accept (default: accept the client's first)")
-    add_session_arguments(parser.add_argument_group("wscat options"),
-                          parser.add_argument_group("wsgate options"))
+    wscat = parser.add_argument_group("wscat options")
+    more = parser.add_argument_group("wsgate options")
+    more.add_argument("-w", "--wait", type=WAIT, default=0.0, metavar="TIME",
+                      help="pipe mode: how long to wait after the end of input before "
+                           "closing the client, e.g. 500ms (default 0); -1 waits for the "
+                           "client to close")
+    add_session_arguments(wscat, more)
 
 
 @dataclass(frozen=True)
@@ -61,53 +68,29 @@ class _Plan:
     subprotocols: tuple[str, ...]
     ping_interval: float | None
     session: SessionOptions
-    interactive: bool
-    color: bool
-    quiet: bool
-    history_file: str | None
-    json: bool
+    console: ConsoleOptions
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
     if args.port is not None and args.listen_port is not None:
         raise UsageError("give the port once (either PORT or -l PORT)")
-    raw_port = args.port if args.port is not None else args.listen_port
-    if raw_port is None:
+    port: int | None = args.port if args.port is not None else args.listen_port
+    if port is None:
         raise UsageError("a port is needed: wsgate listen PORT")
-    history: str = args.history_file if args.history_file is not None else str(
-        default_history_path()
-    )
+    interactive = is_terminal()
     return _Plan(
         host=args.host,
-        port=parse_port(raw_port),
+        port=port,
         subprotocols=tuple(args.subprotocol),
-        ping_interval=parse_seconds(args.ping_interval, "--ping-interval") or None,
-        session=SessionOptions(
-            binary=args.binary, slash=args.slash, show_ping_pong=args.show_ping_pong,
-            on_eof=OnEof.IGNORE,
-        ),
-        interactive=is_terminal(),
-        color=wants_color(args.no_color),
-        quiet=args.quiet,
-        history_file=history or None,
-        json=args.json,
+        ping_interval=args.ping_interval or None,
+        session=session_options(args, wait=0.0 if interactive else args.wait),
+        console=console_options(args, interactive=interactive),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    logging.getLogger("websockets").addHandler(logging.NullHandler())
-    return runtime.run(_main(plan))
-
-
-async def _main(plan: _Plan) -> int:
-    console = make_console(interactive=plan.interactive, color=plan.color, quiet=plan.quiet,
-                           history_file=plan.history_file, json_pretty=plan.json)
-    async with console:
-        try:
-            return await _Listener(plan, console).serve()
-        except asyncio.CancelledError:
-            return 130
+    return commandline.run(plan.console, lambda console: _Listener(plan, console).serve())
 
 
 class _Listener:
@@ -146,6 +129,9 @@ class _Listener:
             lines = self.typed.get if self.console.interactive else None
             ending = await talk(connection, self.console, self.plan.session, lines)
             self.console.status(format_close(ending.code, ending.reason))
+            if self.console.input_ended:
+                # Piped input is over and its last client served: wscat exits here too.
+                self.console.quit.set()
         finally:
             self.client = None
             self.idle.set()
@@ -180,7 +166,7 @@ class _Listener:
                 reason = "address already in use"
             else:
                 reason = (error.strerror or str(error)).lower()
-            address = format_address(plan.host, plan.port)
+            address = values.join_address(plan.host, plan.port)
             raise Failure(f"cannot listen on {address}: {reason}") from None
         router: asyncio.Task[None] | None = None
         try:

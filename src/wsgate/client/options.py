@@ -8,7 +8,6 @@ tested without a socket; each mistake becomes a one-line :class:`UsageError` (or
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import math
 import re
@@ -21,7 +20,9 @@ from websockets.frames import Close
 from websockets.proxy import parse_proxy
 from websockets.uri import parse_uri
 
+from wsgate import values
 from wsgate.errors import UsageError
+from wsgate.terminal import escape, escape_lines
 
 #: RFC 9110 token characters: what a header name may be made of.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -123,49 +124,14 @@ def normalize_proxy(text: str) -> str:
     return proxy
 
 
-def parse_wait(text: str) -> float | None:
-    """``--wait`` seconds; ``-1`` (wscat's "hold open") is ``None``, meaning forever."""
+def parse_wait(text: str) -> float:
+    """``--wait``: a duration, or ``-1`` (wscat's "hold open"), which is forever (``inf``)."""
+    if text.strip() == "-1":
+        return math.inf
     try:
-        seconds = float(text)
-    except ValueError:
-        raise UsageError(f"bad --wait value {text!r} (seconds, or -1 to hold open)") from None
-    if seconds == -1:
-        return None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UsageError(f"bad --wait value {text!r} (seconds, or -1 to hold open)")
-    return seconds
-
-
-def parse_seconds(text: str, flag: str, *, allow_zero: bool = True) -> float:
-    """A finite, non-negative number of seconds for ``flag``."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise UsageError(f"bad {flag} value {text!r} (expected seconds)") from None
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise UsageError(f"bad {flag} value {text!r} (expected seconds)")
-    return seconds
-
-
-def parse_port(text: str) -> int:
-    """A TCP port to listen on; 0 asks the system for a free one."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise UsageError(f"bad port {text!r} (expected 0-65535)") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"bad port {text!r} (expected 0-65535)")
-    return port
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with brackets around an IPv6 address."""
-    try:
-        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
-            return f"[{host}]:{port}"
-    except ValueError:
-        pass
-    return f"{host}:{port}"
+        return values.duration(text, zero=True)
+    except values.Invalid:
+        values.must("", f"{values.DURATION_TEXT}, or -1 to hold the connection open", text)
 
 
 def format_close(code: int, reason: str) -> str:
@@ -243,16 +209,22 @@ def parse_slash(line: str) -> SlashCommand | None:
 # -- showing messages ----------------------------------------------------------------------
 
 
-def pretty_json(text: str) -> str:
-    """``text`` indented if it is a JSON object or array; anything else comes back as is."""
+def indented_json(text: str) -> str | None:
+    """``text`` indented if it is a JSON object or array, else ``None``."""
     stripped = text.strip()
     if not stripped.startswith(("{", "[")):
-        return text
+        return None
     try:
         value = json.loads(stripped)
     except ValueError:
-        return text
+        return None
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def pretty_json(text: str) -> str:
+    """``text`` indented if it is a JSON object or array; anything else comes back as is."""
+    indented = indented_json(text)
+    return text if indented is None else indented
 
 
 def hex_bytes(data: bytes) -> str:
@@ -261,10 +233,13 @@ def hex_bytes(data: bytes) -> str:
 
 
 def terminal_text(message: str | bytes, *, json_pretty: bool) -> str:
-    """An incoming message as the terminal shows it (without the ``< `` prefix)."""
+    """An incoming message as the terminal shows it (without the ``< `` prefix): control
+    characters escaped, so a message cannot drive the terminal; pretty JSON keeps its
+    line breaks (any in its strings are escaped already)."""
     if isinstance(message, bytes):
         return hex_bytes(message)
-    return pretty_json(message) if json_pretty else message
+    indented = indented_json(message) if json_pretty else None
+    return escape(message) if indented is None else escape_lines(indented)
 
 
 def pipe_bytes(message: str | bytes, *, json_pretty: bool) -> bytes:

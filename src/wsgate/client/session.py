@@ -8,10 +8,9 @@ and how, so the caller can print wscat's ``Disconnected`` line and pick an exit 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import enum
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -34,47 +33,17 @@ Watched = WatchedClientConnection | WatchedServerConnection
 LineSource = Callable[[], Awaitable[Line | None]]
 
 
-def add_session_arguments(wscat: argparse._ActionsContainer,
-                          more: argparse._ActionsContainer) -> None:
-    """The flags of a conversation, the same for ``connect`` and ``listen``: wscat's in
-    ``wscat``, wsgate's additions in ``more``."""
-    wscat.add_argument("--slash", action="store_true",
-                       help="slash commands: /ping [data], /pong [data], /close [code [reason]]")
-    wscat.add_argument("-P", "--show-ping-pong", action="store_true",
-                       help="print a line for every ping and pong received")
-    wscat.add_argument("--no-color", action="store_true", help="run without colour")
-    more.add_argument("-b", "--binary", action="store_true",
-                      help="send lines as binary frames (binary messages received are "
-                           "hex on a terminal, raw bytes plus a newline in pipe mode)")
-    more.add_argument("--json", action="store_true",
-                      help="pretty-print incoming JSON messages (others are shown as is)")
-    more.add_argument("--ping-interval", default="0", metavar="SECONDS",
-                      help="send a ping every SECONDS (default 0: never)")
-    more.add_argument("--history-file", metavar="FILE",
-                      help="where the prompt keeps its history (default "
-                           "$XDG_STATE_HOME/wsgate/history; '' keeps none)")
-    more.add_argument("-q", "--quiet", action="store_true",
-                      help="pipe mode: no status lines on stderr (errors still are)")
-
-
-class OnEof(enum.Enum):
-    """What the end of piped input means: close the connection (connect), or nothing (listen)."""
-
-    CLOSE = "close"
-    IGNORE = "ignore"
-
-
 @dataclass(frozen=True)
 class SessionOptions:
-    """How to talk: wscat's -b/--slash/-P/-x/-w and wsgate's --json, and what EOF means."""
+    """How to talk: wscat's -b/--slash/-P/-x/-w."""
 
     binary: bool = False
     slash: bool = False
     show_ping_pong: bool = False
     execute: tuple[str, ...] = ()
-    #: Seconds to linger after ``-x`` or after EOF before closing; ``None`` holds open.
-    wait: float | None = 0.0
-    on_eof: OnEof = OnEof.CLOSE
+    #: Seconds to linger after ``-x`` or after the end of input before closing; ``inf``
+    #: holds the connection open until the peer closes it.
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +119,7 @@ class _Session:
                 self.console.notice(control_notice(kind, data))
 
     async def _linger(self) -> None:
-        if self.options.wait is None:
+        if math.isinf(self.options.wait):
             await asyncio.Future()
         elif self.options.wait > 0:
             await asyncio.sleep(self.options.wait)
@@ -167,15 +136,11 @@ class _Session:
             while True:
                 line = await self.lines()
                 if line is None:
-                    await self._end_of_input()
+                    await self._linger()
+                    await self._close(1000, "")
                     return
                 if await self._line(line):
                     return
-
-    async def _end_of_input(self) -> None:
-        if self.options.on_eof is OnEof.CLOSE:
-            await self._linger()
-            await self._close(1000, "")
 
     async def _line(self, line: Line) -> bool:
         """Send or run one line; whether it closed the connection (then read no more)."""
