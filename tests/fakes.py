@@ -82,8 +82,14 @@ class FakeTransport(asyncio.Transport):
     def unblock(self) -> None:
         """The peer reads everything: the buffer drains (``resume_writing`` if it was over)."""
         self.holding = False
-        self.buffered = 0
-        if self.paused_writing:
+        self.drain_to(0)
+
+    def drain_to(self, size: int) -> None:
+        """The peer reads some: ``size`` bytes stay buffered. As asyncio's transports, a
+        paused transport resumes only once it is down to its low-water mark (a quarter of
+        the high): above that it stays paused, though under the high-water mark."""
+        self.buffered = size
+        if self.paused_writing and size <= self._high() // 4:
             self.paused_writing = False
             self._protocol().resume_writing()
 

@@ -935,3 +935,106 @@ def test_after_the_switch_nothing_of_http_is_left_for_the_garbage_collector() ->
             gc.enable()
 
     run(main)
+
+
+# -- from the review: which side is stuck, a pause under the high mark, an upgrade's wait -------
+
+def test_a_client_stuck_before_the_next_response_is_cut_not_answered_504() -> None:
+    """The stall timer cannot tell who is stuck; the connection can. A client that takes
+    nothing while a pipelined request waits for its upstream is the stuck one: abort it
+    (an answer would only join the bytes it does not read), and blame nobody upstream."""
+    async def main() -> None:
+        rig = make_rig(make_config(send_timeout=0.03))
+        rig.client.feed(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        await settle()
+        rig.up.take()
+        rig.client.hold_writes()
+        big = b"x" * (WRITE_HIGH_WATER + 10)
+        rig.up.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+        await settle()
+        assert rig.up.take().startswith(b"GET /2 ")
+        await until(lambda: rig.client.closing)
+        assert rig.client.aborted
+        assert 504 not in rig.log.statuses
+
+    run(main)
+
+
+def test_a_reused_upstream_waits_while_the_client_is_paused_under_its_high_mark() -> None:
+    """Paused writing lasts until the low-water mark: the next response must wait for it,
+    not only for the buffer to fall under the high one."""
+    async def main() -> None:
+        rig = make_rig()
+        rig.client.feed(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        await settle()
+        rig.up.take()
+        rig.client.hold_writes()
+        big = b"x" * (WRITE_HIGH_WATER + 10)
+        rig.up.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+        rig.client.drain_to(WRITE_HIGH_WATER // 2)
+        assert rig.client.paused_writing
+        await settle()
+        assert rig.up.take().startswith(b"GET /2 ")
+        assert not rig.up.reading
+        rig.client.drain_to(0)
+        assert rig.up.reading
+
+    run(main)
+
+
+def test_a_handshake_behind_a_response_the_client_has_not_taken_waits_for_it() -> None:
+    """The 101 is not even read while the client is paused, so the tunnel never starts
+    with a client that cannot take its first bytes."""
+    async def main() -> None:
+        rig = make_rig()
+        rig.client.feed(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n" + HANDSHAKE)
+        await settle()
+        rig.up.take()
+        rig.client.hold_writes()
+        big = b"x" * (WRITE_HIGH_WATER + 10)
+        rig.up.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+        rig.client.drain_to(WRITE_HIGH_WATER // 2)
+        await settle()
+        assert rig.up.take().startswith(b"GET /ws ")
+        assert not rig.up.reading
+        rig.client.drain_to(0)
+        assert rig.up.reading
+        rig.up.feed(SWITCH + b"\x81\x02hi")
+        assert isinstance(rig.up.get_protocol(), TunnelEnd)
+        assert rig.client.take().endswith(SWITCH + b"\x81\x02hi")
+        assert rig.up.reading and rig.client.reading
+
+    run(main)
+
+
+def test_a_client_leaving_before_the_101_is_noticed_and_the_upstream_dropped() -> None:
+    """After an upgrade request the client is still read until bytes for the tunnel come:
+    its close is seen at once, not at proxy_read_timeout."""
+    async def main() -> None:
+        rig = make_rig()
+        rig.client.feed(HANDSHAKE)
+        await settle()
+        rig.up.take()
+        assert rig.client.reading
+        rig.client.feed_eof()
+        await settle()
+        assert rig.up.closing
+        assert rig.log.statuses == [499]
+        assert rig.server.active == 0
+
+    run(main)
+
+
+def test_keepalive_timeout_zero_turns_keep_alive_off() -> None:
+    """As in nginx: 0 is no keep-alive, not keep-alive for ever."""
+    async def main() -> None:
+        rig = make_rig(make_config(keepalive_timeout=0.0))
+        rig.client.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await settle()
+        rig.up.take()
+        rig.up.feed(OK)
+        answer = rig.client.take()
+        assert b"\r\nConnection: close\r\n" in answer
+        assert rig.client.closing
+
+    run(main)

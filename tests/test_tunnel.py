@@ -185,7 +185,7 @@ def test_a_side_stuck_past_send_timeout_aborts_the_tunnel() -> None:
 def test_a_slow_but_steady_reader_is_not_cut() -> None:
     """The send timer measures one stuck period, not the sum of them."""
     async def main() -> None:
-        rig = open_tunnel(send_timeout=0.06)
+        rig = open_tunnel(send_timeout=0.3)  # far above a loop stall on a busy machine
         for _ in range(8):
             rig.client.block()
             await asyncio.sleep(0.01)
@@ -342,9 +342,9 @@ def test_a_silent_tunnel_closes_after_read_timeout() -> None:
 
 def test_traffic_keeps_the_tunnel_open_past_read_timeout() -> None:
     async def main() -> None:
-        rig = open_tunnel(read_timeout=0.08)
+        rig = open_tunnel(read_timeout=0.3)  # far above a loop stall on a busy machine
         loop = asyncio.get_running_loop()
-        end = loop.time() + 0.2
+        end = loop.time() + 0.5
         last = loop.time()
         while last < end:
             rig.client.feed(b"ping")
@@ -352,7 +352,7 @@ def test_traffic_keeps_the_tunnel_open_past_read_timeout() -> None:
             await asyncio.sleep(0.01)
         assert rig.closed == []
         await until(lambda: bool(rig.closed))  # and the timer still runs afterwards
-        assert rig.closed[0] - last >= 0.08 - EARLY
+        assert rig.closed[0] - last >= 0.3 - EARLY
 
     asyncio.run(main())
 
@@ -360,9 +360,9 @@ def test_traffic_keeps_the_tunnel_open_past_read_timeout() -> None:
 def test_traffic_in_one_direction_only_keeps_the_tunnel_open() -> None:
     """A server that only pushes (and a client that only listens) is not idle."""
     async def main() -> None:
-        rig = open_tunnel(read_timeout=0.08)
+        rig = open_tunnel(read_timeout=0.3)
         loop = asyncio.get_running_loop()
-        end = loop.time() + 0.2
+        end = loop.time() + 0.5
         while loop.time() < end:
             rig.upstream.feed(b"tick")
             await asyncio.sleep(0.01)
@@ -409,9 +409,32 @@ def test_a_side_handed_over_full_keeps_the_other_paused_and_is_cut_by_send_timeo
         upstream.pause_reading()
         closed: list[Tunnel] = []
         tunnel = Tunnel(client, upstream, 0, 0.03, closed.append)
-        tunnel.start(b"", b"")
+        tunnel.start(b"", b"", full=(True, False))
         assert not upstream.reading
         await until(lambda: bool(closed))
         assert client.aborted
+
+    asyncio.run(main())
+
+
+def test_a_side_handed_over_paused_under_its_high_water_mark_stays_paused() -> None:
+    """asyncio keeps a transport paused until it drains to its low-water mark: one handed
+    over between the two marks is still paused, and its resume_writing will come."""
+    async def main() -> None:
+        client = FakeTransport()
+        client.attach(asyncio.Protocol())
+        client.block()
+        client.drain_to(WRITE_HIGH_WATER // 2)  # under the high mark, over the low one
+        assert client.paused_writing
+        upstream = FakeTransport()
+        client.pause_reading()
+        upstream.pause_reading()
+        tunnel = Tunnel(client, upstream, 0, 0, lambda _: None)
+        tunnel.start(b"", b"", full=(True, False))
+        assert not upstream.reading
+        assert tunnel.stall.count == 1
+        client.drain_to(0)
+        assert upstream.reading
+        assert tunnel.stall.count == 0
 
     asyncio.run(main())

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from wsgate import __version__
+from wsgate import __version__, signals
 from wsgate.errors import ConfigError, Failure, UsageError
 from wsgate.terminal import escape
 
@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("wsgate.bench.command",
               "load a WebSocket echo service and measure it (like thor or tcpkali)"),
 }
+
+SERVERS = frozenset({"up", "echo", "proxy"})
+"""Commands that serve until a signal: it is caught before their code is even loaded."""
 
 _LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
 _ROLE = re.compile(r":[a-z]+:`~?(.+?)`")
@@ -97,6 +100,8 @@ def _wscat_habits(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = _wscat_habits(list(sys.argv[1:] if argv is None else argv))
     command = args_list[0] if args_list and args_list[0] in COMMANDS else None
+    if command in SERVERS:
+        signals.STOP.catch()
     parser = build_parser(command)
     args = parser.parse_args(args_list)
     if args.command is None:

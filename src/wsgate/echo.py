@@ -29,6 +29,7 @@ from picows import (
 
 from wsgate import runtime, values
 from wsgate.errors import Failure, UsageError
+from wsgate.signals import STOP, StopSignals
 
 SEED_PREFIX = "Server received from client: "
 BACKLOG = 4096
@@ -245,12 +246,12 @@ class EchoServer:
             await asyncio.wait(waits, timeout=SHUTDOWN_GRACE)
 
 
-async def serve(options: EchoOptions, signals: runtime.StopSignals) -> None:
+async def serve(options: EchoOptions, signals: StopSignals) -> None:
     """Serve until SIGINT or SIGTERM, then say Close 1001 to every client. The handlers are
     the loop's before the server says it is listening: a signal sent as soon as "Listening"
     is printed is a clean shutdown, never the default death by signal."""
     stop = asyncio.Event()
-    signals.attach(stop)
+    signals.attach(asyncio.get_running_loop(), stop.set)
     server = EchoServer(options)
     await server.start()
     print("Server started")
@@ -303,7 +304,6 @@ def options_from(args: argparse.Namespace) -> EchoOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    signals = runtime.StopSignals()
-    signals.catch()
-    runtime.run(serve(options_from(args), signals))
+    STOP.catch()
+    runtime.run(serve(options_from(args), STOP))
     return 0

@@ -1,10 +1,8 @@
-"""Running a server's coroutine: on the fastest event loop this platform has (uvloop where it
-exists), with standard streams libuv can live with, and SIGINT/SIGTERM caught from the first
-instant."""
+"""Running a coroutine on the fastest event loop this platform has (uvloop where it exists),
+with standard streams libuv can live with."""
 
 import asyncio
 import os
-import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -42,28 +40,3 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main)
 
-
-class StopSignals:
-    """SIGINT and SIGTERM, from the first instant: a signal sent right after start-up is a
-    clean stop, never a death by the default action."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received = False
-
-    def catch(self) -> None:
-        """Remember the signals until an event loop takes over (:meth:`attach`)."""
-        for signum in self.SIGNALS:
-            signal.signal(signum, self._remember)
-
-    def _remember(self, signum: int, frame: object) -> None:
-        self.received = True
-
-    def attach(self, stop: asyncio.Event) -> None:
-        """From now on the running loop sets ``stop``; a signal that came earlier does it now."""
-        loop = asyncio.get_running_loop()
-        for signum in self.SIGNALS:
-            loop.add_signal_handler(signum, stop.set)
-        if self.received:
-            stop.set()

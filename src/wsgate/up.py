@@ -11,6 +11,7 @@ import sys
 
 from wsgate import echo, runtime, values
 from wsgate.proxy import flags, preflight, server
+from wsgate.signals import STOP, StopSignals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "request or WebSocket (the proxy's access log)")
 
 
-async def _up(args: argparse.Namespace, signals: runtime.StopSignals) -> None:
+async def _up(args: argparse.Namespace, signals: StopSignals) -> None:
     echo_options = echo.EchoOptions(host=args.host, ports=tuple(args.echo_port or (8010, 8011)),
                                     quiet=args.quiet)
     upstream = echo.EchoServer(echo_options)
@@ -72,7 +73,6 @@ async def _up(args: argparse.Namespace, signals: runtime.StopSignals) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    signals = runtime.StopSignals()
-    signals.catch()
-    runtime.run(_up(args, signals))
+    STOP.catch()
+    runtime.run(_up(args, STOP))
     return 0

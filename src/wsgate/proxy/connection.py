@@ -52,10 +52,10 @@ _NO_HEAD = RequestHead(b"-", b"", "1.1", [])
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "connect_task", "exchange", "gate", "head_started", "head_wall", "loop", "phase",
-        "reader", "remote_addr", "remote_port", "scheme", "seen_upstream_bytes", "server",
-        "server_host", "server_port", "stall", "timer", "transport", "trusted", "upstream",
-        "worker",
+        "client_full", "connect_task", "exchange", "gate", "head_started", "head_wall", "loop",
+        "phase", "reader", "remote_addr", "remote_port", "scheme", "seen_upstream_bytes",
+        "server", "server_host", "server_port", "stall", "timer", "transport", "trusted",
+        "upstream", "worker",
     )
 
     def __init__(self, worker: Worker, scheme: str) -> None:
@@ -69,6 +69,9 @@ class ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.stall = Stall(0.0)
+        self.client_full = False
+        """The client's transport paused our writing (between pause_ and resume_writing:
+        asyncio keeps it paused until the buffer is back under the low-water mark)."""
         self.upstream: UpstreamConnection | None = None
         self.server: ServerState | None = None
         """The server this connection counts against (max_conns, least_conn) right now."""
@@ -114,16 +117,20 @@ class ClientConnection(asyncio.Protocol):
             self.head_started = time.monotonic()
             self.head_wall = time.time()
             self._arm(self.worker.config.client_header_timeout)
+        # Bytes after an upgrade request wait for the tunnel. Until some come, reading goes
+        # on: that is how a client that leaves before the answer is noticed.
         if reader.feed(data, self.worker.config):
             self.gate.hold(_UPGRADE)
         self._pump()
 
     def pause_writing(self) -> None:
+        self.client_full = True
         if self.upstream is not None:
             self.upstream.transport.pause_reading()
         self.stall.begin(self._stall_timeout)
 
     def resume_writing(self) -> None:
+        self.client_full = False
         if self.upstream is not None and not self.upstream.transport.is_closing():
             self.upstream.transport.resume_reading()
         self.stall.end()
@@ -133,14 +140,15 @@ class ClientConnection(asyncio.Protocol):
         that long loses the connection. Before any response it is the upstream, and the
         client gets 504; after, abort, not close: a close would wait for the stuck side."""
         exchange = self.exchange
-        if self.phase is Phase.EXCHANGE and exchange is not None \
-                and exchange.response is Response.WAITING:
+        if (self.phase is Phase.EXCHANGE and exchange is not None and not self.client_full
+                and exchange.response is Response.WAITING):
             log.error("upstream %s took nothing for %gs (proxy_send_timeout)%s",
                       exchange.upstream_addr, self.stall.timeout, self._context())
             self._reject(HeadError(504, "upstream took nothing in time"), logged=True)
             return
-        log.info("nothing could be written for %gs (send_timeout), closing%s",
-                 self.stall.timeout, self._context())
+        if log.isEnabledFor(logging.INFO):
+            log.info("nothing could be written for %gs (send_timeout), closing%s",
+                     self.stall.timeout, self._context())
         if self.phase is Phase.EXCHANGE:
             self._log()
         self._drop_upstream()
@@ -216,8 +224,9 @@ class ClientConnection(asyncio.Protocol):
         worker = self.worker
         self.phase = advance(self.phase, Event.BEGIN)
         self._disarm()
-        exchange = Exchange(head, keep_alive and not worker.draining, time.monotonic(),
-                            time.time())
+        # nginx: keepalive_timeout 0 turns keep-alive off.
+        persistent = keep_alive and not worker.draining and worker.config.keepalive_timeout > 0
+        exchange = Exchange(head, persistent, time.monotonic(), time.time())
         self.exchange = exchange
         try:
             exchange.check(worker.config.client_max_body_size)
@@ -261,7 +270,7 @@ class ClientConnection(asyncio.Protocol):
         conn.handler = self
         conn.head_only = head.method == b"HEAD"
         conn.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+        if self.client_full:
             conn.transport.pause_reading()  # the client has not taken the last response yet
         variables.proxy_host = server.address
         upgrade = head.get(b"upgrade") if exchange.upgrade_key is not None else None
@@ -352,10 +361,11 @@ class ClientConnection(asyncio.Protocol):
         location = exchange.route.location
         tunnel = Tunnel(self.transport, upstream.transport, location.read_timeout,
                         location.send_timeout, closed)
+        full = (self.client_full, self.gate.holds(_UPSTREAM))
         # From here the tunnel stands alone: this object (parser, head, queues) goes.
         worker.open.discard(self)
         worker.open.add(tunnel)
-        tunnel.start(pending, rest)
+        tunnel.start(pending, rest, full)
 
     def upstream_failed(self, why: str) -> None:
         exchange = self.exchange
@@ -453,11 +463,11 @@ class ClientConnection(asyncio.Protocol):
         if exchange.answer(error.status):
             extra = [(b"Sec-WebSocket-Version", b"13")] if error.status == 426 else []
             self.transport.write(http1.error_response(error.status, extra))
-            if not logged:
-                # The client's mistakes are info, as in nginx: a flood of bad requests must
-                # not flood the log at the default level.
-                client = error.status < 500 or error.status == 505
-                level = logging.INFO if client else logging.ERROR
+            # The client's mistakes are info, as in nginx: a flood of bad requests must not
+            # flood the log at the default level (nor pay for lines nobody reads).
+            client = error.status < 500 or error.status == 505
+            level = logging.INFO if client else logging.ERROR
+            if not logged and log.isEnabledFor(level):
                 log.log(level, "%d %s: %s%s", error.status,
                         http1.reason_phrase(error.status).decode(), error, self._context())
         self._log()

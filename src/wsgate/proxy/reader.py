@@ -57,12 +57,12 @@ class RequestReader:
         self.head_bytes = 0
 
     def feed(self, data: bytes, config: ProxyConfig) -> bool:
-        """Parse ``data``, queueing what it holds; whether parsing stopped at an upgrade
-        request (the rest is in ``pending``)."""
+        """Parse ``data``, queueing what it holds; whether bytes now wait in ``pending``
+        (they followed an upgrade request: reading must stop until a tunnel takes them)."""
         parser = self.parser
         if parser is None:
             self.pending.append(data)
-            return False
+            return True
         if self.counting:
             self.head_bytes += len(data)
         self.config = config
@@ -73,7 +73,7 @@ class RequestReader:
             rest = data[upgrade.args[0]:]
             if rest:
                 self.pending.append(rest)
-            return True
+            return bool(rest)
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
             self._fail(cause if isinstance(cause, HeadError) else HeadError(400, "bad request"))

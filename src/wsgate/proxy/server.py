@@ -3,12 +3,9 @@
 The sockets are bound once, before any worker starts, so ``port 0`` means one port for all
 workers, a busy port is one clear error, and every worker accepts from the same queue
 (nginx's model). With one worker this process is the worker; with more it is the master:
-it forks them, restarts one that dies, and passes SIGINT/SIGTERM on.
-
-SIGINT and SIGTERM are caught from the first instant (:class:`runtime.StopSignals`): before an
-event loop runs, a plain handler remembers them; then the loop's handler takes over. On
-either, a worker stops accepting, lets open requests and tunnels finish within
-``worker_shutdown_timeout``, and returns.
+it forks them, restarts one that dies, and passes SIGINT/SIGTERM on. On either signal,
+caught from the start (:mod:`wsgate.signals`), a worker stops accepting, lets open
+requests and tunnels finish within ``worker_shutdown_timeout``, and returns.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.errorlog import ALERT
 from wsgate.proxy.preflight import Resources
 from wsgate.proxy.worker import Worker
+from wsgate.signals import STOP, StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,8 @@ def bind(listener: Listener) -> socket.socket:
         sock.setblocking(False)
     except OSError as error:
         sock.close()
-        reason = "address already in use" if error.errno == errno.EADDRINUSE else error.strerror
+        reason = ("address already in use" if error.errno == errno.EADDRINUSE
+                  else (error.strerror or str(error)).lower())
         raise Failure(f"cannot listen on {listener.address}: {reason}") from None
     return sock
 
@@ -83,7 +82,7 @@ def url_of(sock: socket.socket, tls: bool) -> str:
 
 
 async def serve(config: ProxyConfig, sockets: Listening, tls: ssl.SSLContext | None,
-                access_log: AccessLog, signals: runtime.StopSignals, *,
+                access_log: AccessLog, signals: StopSignals, *,
                 ready: Callable[[], None] | None = None,
                 on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
     """Accept on every socket until SIGINT or SIGTERM, then drain and return.
@@ -94,7 +93,7 @@ async def serve(config: ProxyConfig, sockets: Listening, tls: ssl.SSLContext | N
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals.attach(stop)
+    signals.attach(loop, stop.set)
     worker = Worker(config, access_log)
     servers = []
     for sock, uses_tls in sockets:
@@ -124,7 +123,7 @@ async def serve(config: ProxyConfig, sockets: Listening, tls: ssl.SSLContext | N
 def run(config: ProxyConfig) -> int:
     """Open what the config names, bind, and serve with ``config.workers`` processes until
     SIGINT or SIGTERM."""
-    signals = runtime.StopSignals()
+    signals = STOP
     signals.catch()
     resources = preflight.open_resources(config)  # before forking: one error, not N
     resources.error_log.install()
@@ -143,22 +142,26 @@ def run(config: ProxyConfig) -> int:
 
 
 def _supervise(config: ProxyConfig, sockets: Listening, resources: Resources,
-               signals: runtime.StopSignals, announce: Callable[[], None]) -> int:
-    """The master: fork the workers, restart one that dies, pass signals on, wait."""
+               signals: StopSignals, announce: Callable[[], None]) -> int:
+    """The master: fork the workers, restart one that dies, pass signals on, wait.
+
+    SIGINT and SIGTERM are blocked whenever the set of workers changes, so a signal never
+    falls between two forks (it would miss the later worker) and never finds a new worker
+    still running the master's handler (it would signal the worker's siblings).
+    """
     stopping = False
     children: dict[int, float] = {}
+    stop_signals = StopSignals.SIGNALS
 
     def spawn() -> int:
-        # Blocked across the fork, so that a signal the master forwards right away finds
-        # the worker's own handler, not the master's (which would signal its siblings).
-        signal.pthread_sigmask(signal.SIG_BLOCK, runtime.StopSignals.SIGNALS)
+        """Fork a worker; signals must be blocked."""
         pid = os.fork()
         if pid == 0:
             status = 0
             try:
-                own = runtime.StopSignals()
+                own = StopSignals()
                 own.catch()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.StopSignals.SIGNALS)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
                 runtime.run(serve(config, sockets, resources.tls, resources.access_log, own))
             except BaseException as error:
                 log.critical("worker %d failed: %s", os.getpid(), error)
@@ -166,7 +169,6 @@ def _supervise(config: ProxyConfig, sockets: Listening, resources: Resources,
             finally:
                 os._exit(status)
         children[pid] = time.monotonic()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.StopSignals.SIGNALS)
         return pid
 
     def forward(signum: int, _frame: object) -> None:
@@ -176,12 +178,14 @@ def _supervise(config: ProxyConfig, sockets: Listening, resources: Resources,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     for _ in range(config.workers):
         spawn()
     if signals.received:  # before the master's own handlers were in place
         forward(signal.SIGTERM, None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)  # one pending runs forward now
     announce()
     status = 0
     while children:
@@ -200,8 +204,13 @@ def _supervise(config: ProxyConfig, sockets: Listening, resources: Resources,
             status = 1
             forward(signal.SIGTERM, None)
             continue
-        log.log(ALERT, "worker process %d %s; started worker process %d in its place", pid,
-                _exit_reason(wait_status), spawn())
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            if not stopping:
+                log.log(ALERT, "worker process %d %s; started worker process %d in its place",
+                        pid, _exit_reason(wait_status), spawn())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     return status
 
 

@@ -22,7 +22,7 @@ class TunnelEnd(asyncio.Protocol):
     """One side of a tunnel: what it reads goes to ``other``, what it cannot write stops
     ``other`` from reading."""
 
-    __slots__ = ("closing", "other", "received", "transport", "tunnel")
+    __slots__ = ("closing", "full", "other", "received", "transport", "tunnel")
 
     def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
         self.tunnel = tunnel
@@ -30,6 +30,8 @@ class TunnelEnd(asyncio.Protocol):
         self.other: asyncio.Transport = transport
         self.received = 0
         self.closing = False
+        self.full = False
+        """Our transport paused writing: ``other`` is not read until it resumes."""
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -47,10 +49,12 @@ class TunnelEnd(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
+        self.full = True
         self.other.pause_reading()
         self.tunnel.stall.begin(self.tunnel.abort)
 
     def resume_writing(self) -> None:
+        self.full = False
         if not self.other.is_closing():
             self.other.resume_reading()
         self.tunnel.stall.end()
@@ -88,27 +92,28 @@ class Tunnel:
         self._idle = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    def start(self, from_client: bytes, from_upstream: bytes) -> None:
+    def start(self, from_client: bytes, from_upstream: bytes,
+              full: tuple[bool, bool] = (False, False)) -> None:
         """Switch both transports to the tunnel and deliver bytes pipelined after the heads.
 
-        Both are paused when this is called. A side handed over with more than the bound
-        unwritten was paused under its old protocol, and asyncio will tell only the new
-        one when it drains: it is counted as stuck now. Reading resumes only where the
-        other side can take more, the pipelined bytes counted.
+        Both are paused when this is called. ``full``: whether the client's and the
+        upstream's transports had paused writing under their old protocols (asyncio keeps
+        a transport paused until it drains under its low-water mark, then tells only the
+        new protocol): such a side is counted as stuck from the start. Reading resumes
+        only where the other side can take more, the pipelined bytes counted.
         """
-        ends = (self.client, self.upstream)
-        for end in ends:
+        for end in (self.client, self.upstream):
             end.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
             end.transport.set_protocol(end)
-            if end.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+        for end, was_full in zip((self.client, self.upstream), full, strict=True):
+            if was_full:
                 end.pause_writing()
         if from_client:
             self.client.data_received(from_client)
         if from_upstream:
             self.upstream.data_received(from_upstream)
-        for end in ends:
-            if (not end.transport.is_closing()
-                    and end.other.get_write_buffer_size() <= WRITE_HIGH_WATER):
+        for end, other in ((self.client, self.upstream), (self.upstream, self.client)):
+            if not end.transport.is_closing() and not other.full:
                 end.transport.resume_reading()
         if self.read_timeout > 0:
             self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
