@@ -205,26 +205,6 @@ def test_stall_end_without_begin_is_harmless() -> None:
     asyncio.run(main())
 
 
-def test_stall_reset_forgets_every_writer_and_stops_the_timer() -> None:
-    async def main() -> None:
-        fired: list[float] = []
-        stall = Stall(0.02)
-        expire = recorder(fired)
-        stall.begin(expire)
-        stall.begin(expire)
-        stall.reset()
-        assert stall.count == 0
-        await asyncio.sleep(0.05)
-        assert fired == []
-        stall.begin(expire)  # and counting starts afresh: one end is enough now
-        stall.end()
-        assert stall.count == 0
-        stall.begin(expire)
-        await fired_within(fired)
-
-    asyncio.run(main())
-
-
 def test_stall_timeout_set_after_creation_applies_to_the_next_begin() -> None:
     """The client connection learns send_timeout from the route, after creating its Stall."""
     async def main() -> None:

@@ -28,7 +28,7 @@ from wsgate.proxy.directives import (
     Network,
     ServerConfig,
 )
-from wsgate.values import Invalid, show
+from wsgate.values import Invalid, blame, show
 
 __all__ = [
     "DEFAULT_SET_HEADERS",
@@ -44,6 +44,7 @@ __all__ = [
     "check_tls",
     "describe",
     "directives",
+    "parse_directives",
     "resolve_paths",
 ]
 
@@ -62,7 +63,6 @@ class Directive:
     parse: Callable[[Any], Any]
     nginx: str
     many: bool = False
-    required: bool = False
     flag: str | None = None
     metavar: str | None = None
     help: str = ""
@@ -73,8 +73,7 @@ def directive(key: str, parse: Callable[[Any], Any], default: Any = dataclasses.
               metavar: str | None = None, help: str = "") -> Any:
     """A dataclass field that is a directive: see :class:`Directive`. Without a default it
     is required."""
-    declared = Directive(key, parse, nginx or key, many, default is dataclasses.MISSING,
-                         flag, metavar, help)
+    declared = Directive(key, parse, nginx or key, many, flag, metavar, help)
     return dataclasses.field(default=default, metadata={"directive": declared})
 
 
@@ -84,6 +83,29 @@ def directives(cls: type) -> Iterator[tuple[str, Directive]]:
         declared = item.metadata.get("directive")
         if declared is not None:
             yield item.name, declared
+
+
+Given = Callable[[Directive], Sequence[tuple[str, object]] | None]
+"""Where a reader finds a directive's value: None when it is not set, else each item with
+the label to blame it by (one item for a directive that takes one value)."""
+
+
+def parse_directives(cls: type, given: Given) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Every directive of ``cls`` that is set, parsed, each item blamed on its own label:
+    field name -> value; and field name -> the items' labels (for rules across items)."""
+    values: dict[str, Any] = {}
+    labels: dict[str, list[str]] = {}
+    for name, declared in directives(cls):
+        items = given(declared)
+        if items is None:
+            continue
+        parsed = []
+        for label, raw in items:
+            with blame(label):
+                parsed.append(declared.parse(raw))
+        values[name] = tuple(parsed) if declared.many else parsed[0]
+        labels[name] = [label for label, _ in items]
+    return values, labels
 
 
 @dataclass(frozen=True, slots=True)

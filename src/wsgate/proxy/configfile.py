@@ -20,12 +20,14 @@ from typing import Any
 from wsgate.errors import ConfigError
 from wsgate.proxy.config import (
     BLOCKS,
+    Directive,
     Location,
     ProxyConfig,
     ServerConfig,
     UpstreamConfig,
     check_tls,
     directives,
+    parse_directives,
     resolve_paths,
 )
 from wsgate.proxy.directives import check_servers, closest, distinct_listeners, key_name
@@ -139,26 +141,16 @@ def _items(value: object, where: str) -> list[tuple[str, object]]:
 
 def _read(cls: type, table: Mapping[str, Any], path: KeyPath) -> tuple[dict[str, Any],
                                                                    dict[str, list[str]]]:
-    """Every directive of ``cls`` set in ``table``, parsed: field name -> value; and for the
-    array directives, where each item is (for rules across items)."""
-    values: dict[str, Any] = {}
-    where_items: dict[str, list[str]] = {}
-    for name, declared in directives(cls):
+    """Every directive of ``cls`` set in ``table``, parsed, each blamed on its key path."""
+
+    def given(declared: Directive) -> list[tuple[str, object]] | None:
         if declared.key not in table:
-            continue
+            return None
         where = _key((*path, declared.key))
-        if declared.many:
-            items = _items(table[declared.key], where)
-            parsed = []
-            for label, item in items:
-                with blame(label):
-                    parsed.append(declared.parse(item))
-            values[name] = tuple(parsed)
-            where_items[name] = [label for label, _ in items]
-        else:
-            with blame(where):
-                values[name] = declared.parse(table[declared.key])
-    return values, where_items
+        value = table[declared.key]
+        return _items(value, where) if declared.many else [(where, value)]
+
+    return parse_directives(cls, given)
 
 
 def _from_document(document: dict[str, Any], base: Path, source: str) -> ProxyConfig:

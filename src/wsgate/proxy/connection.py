@@ -149,11 +149,7 @@ class ClientConnection(asyncio.Protocol):
         if log.isEnabledFor(logging.INFO):
             log.info("nothing could be written for %gs (send_timeout), closing%s",
                      self.stall.timeout, self._context())
-        if self.phase is Phase.EXCHANGE:
-            self._log()
-        self._drop_upstream()
-        self._close()
-        self.transport.abort()
+        self._cut(abort=True)
 
     # -- applying events in order ------------------------------------------------------------
 
@@ -174,9 +170,7 @@ class ClientConnection(asyncio.Protocol):
                     break  # a later request's: answered after this one
                 reader.take()
                 error, refused = cast(tuple[HeadError, RequestHead | None], value)
-                if exchange is None and refused is not None:  # refused with its body
-                    self.exchange = Exchange(refused, False, time.monotonic(), time.time())
-                self._reject(error)
+                self._reject(error, refused=refused)
             else:
                 exchange = self.exchange
                 if exchange is None or exchange.request is not Request.SENDING:
@@ -354,10 +348,8 @@ class ClientConnection(asyncio.Protocol):
             entry.request_time = entry.upstream_response_time = time.monotonic() - started
             worker.access_log.write(entry)
 
-        pending = b"".join(self.reader.pending)
-        for kind, value in self.reader.events:
-            if kind == BODY:
-                pending += cast(bytes, value)
+        pending = b"".join([*self.reader.pending, *(cast(bytes, value) for kind, value
+                                                     in self.reader.events if kind == BODY)])
         location = exchange.route.location
         tunnel = Tunnel(self.transport, upstream.transport, location.read_timeout,
                         location.send_timeout, closed)
@@ -372,9 +364,7 @@ class ClientConnection(asyncio.Protocol):
         assert exchange is not None
         log.error("upstream %s %s%s", exchange.upstream_addr, why, self._context())
         if exchange.response is Response.RELAYING:
-            self._log()
-            self._drop_upstream()
-            self._close()
+            self._cut()
         else:
             self._reject(HeadError(502, why), logged=True)
 
@@ -451,14 +441,18 @@ class ClientConnection(asyncio.Protocol):
             self._arm(config.keepalive_timeout)
         self._pump()
 
-    def _reject(self, error: HeadError, logged: bool = False) -> None:
+    def _reject(self, error: HeadError, logged: bool = False,
+                refused: RequestHead | None = None) -> None:
         """Answer with the proxy's own error (if nothing was sent yet) and close; the error
-        log says why, unless the caller already has (``logged``)."""
+        log says why, unless the caller already has (``logged``). With no exchange under
+        way, the request refused is ``refused`` (a head whose body could not be read), or
+        one whose head never completed."""
         if self.phase is Phase.CLOSED:
             return
         exchange = self.exchange
-        if exchange is None:  # refused before its head was complete
-            exchange = Exchange(_NO_HEAD, False, self.head_started, self.head_wall)
+        if exchange is None:
+            exchange = (Exchange(refused, False, time.monotonic(), time.time()) if refused
+                        else Exchange(_NO_HEAD, False, self.head_started, self.head_wall))
             self.exchange = exchange
         if exchange.answer(error.status):
             extra = [(b"Sec-WebSocket-Version", b"13")] if error.status == 426 else []
@@ -473,6 +467,16 @@ class ClientConnection(asyncio.Protocol):
         self._log()
         self._drop_upstream()
         self._close()
+
+    def _cut(self, abort: bool = False) -> None:
+        """End with no answer of our own (a response is under way, or nobody takes it):
+        the exchange is logged as it stands. ``abort``: at once, not after the buffered
+        bytes, which a stuck side would never take."""
+        self._log()
+        self._drop_upstream()
+        self._close()
+        if abort:
+            self.transport.abort()
 
     def _close(self) -> None:
         self.phase = Phase.CLOSED
@@ -529,9 +533,7 @@ class ClientConnection(asyncio.Protocol):
                   exchange.upstream_addr, location.read_timeout, self._context())
         status = exchange.timed_out()
         if status is None:
-            self._log()
-            self._drop_upstream()
-            self._close()
+            self._cut()
         else:
             self._reject(HeadError(status, "upstream timed out"), logged=True)
 
@@ -546,9 +548,7 @@ class ClientConnection(asyncio.Protocol):
         text = f", client: {self.remote_addr}"
         exchange = self.exchange
         if exchange is not None and exchange.head is not _NO_HEAD:
-            head = exchange.head
-            text += (f', request: "{head.method.decode("latin-1")} '
-                     f'{head.target.decode("latin-1")} HTTP/{head.version}"')
+            text += f', request: "{exchange.request_line()}"'
             if exchange.route is not None:
                 text += f", upstream: {exchange.route.group.name}"
         return text

@@ -254,21 +254,24 @@ class Exchange:
         (the response was under way: just close)."""
         return 504 if self.response is Response.WAITING else None
 
-    # -- the log -------------------------------------------------------------------------------
+    # -- the logs ------------------------------------------------------------------------------
+
+    def request_line(self) -> str:
+        """The request as both logs show it ("GET /x HTTP/1.1"; "-" without a head)."""
+        head = self.head
+        if head.method == b"-":
+            return "-"
+        return (f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} "
+                f"HTTP/{head.version}")
 
     def entry(self, remote_addr: str, now: float) -> Entry:
         """The access-log line of this exchange, as far as it is known at ``now``."""
         head = self.head
-        if head.method == b"-":
-            request = "-"
-        else:
-            request = (f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} "
-                       f"HTTP/{head.version}")
         duration = now - self.started
         upstream = self.upstream_addr != "-"
         return Entry(
             remote_addr=remote_addr,
-            request=request,
+            request=self.request_line(),
             status=self.status,
             body_bytes_sent=self.bytes_sent,
             http_referer=(head.get(b"referer") or b"-").decode("latin-1"),

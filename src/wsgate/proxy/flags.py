@@ -17,11 +17,13 @@ from typing import Any
 
 from wsgate.errors import UsageError
 from wsgate.proxy.config import (
+    Directive,
     Location,
     ProxyConfig,
     UpstreamConfig,
     check_tls,
     directives,
+    parse_directives,
     resolve_paths,
 )
 from wsgate.proxy.directives import check_servers, distinct_listeners
@@ -31,12 +33,6 @@ Flags = Mapping[str, "str | Sequence[str] | None"]
 """Flag name ("--listen") -> the value given, or every value of a repeated flag."""
 
 _SCHEMA = (ProxyConfig, UpstreamConfig, Location)
-
-
-def declared() -> list[tuple[type, str, str]]:
-    """(schema class, field name, flag) for every directive that has a flag."""
-    return [(cls, name, item.flag) for cls in _SCHEMA for name, item in directives(cls)
-            if item.flag is not None]
 
 
 def dest(flag: str) -> str:
@@ -55,7 +51,8 @@ def add_arguments(group: argparse._ActionsContainer) -> None:
 
 def given(args: argparse.Namespace) -> dict[str, str | Sequence[str]]:
     """The directive flags set on the command line, in declaration order."""
-    found = {flag: getattr(args, dest(flag)) for _, _, flag in declared()}
+    found = {item.flag: getattr(args, dest(item.flag))
+             for cls in _SCHEMA for _, item in directives(cls) if item.flag is not None}
     return {flag: value for flag, value in found.items() if value is not None}
 
 
@@ -72,27 +69,17 @@ def _label(flag: str, value: str) -> str:
 
 
 def _read(cls: type, flags: Flags) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Every directive of ``cls`` whose flag was given, parsed; and for the repeated ones,
-    each value's label (for rules across values)."""
-    values: dict[str, Any] = {}
-    labels: dict[str, list[str]] = {}
-    for name, item in directives(cls):
+    """Every directive of ``cls`` whose flag was given, parsed, each value blamed on its
+    flag and value (``--upstream "a:1"``)."""
+
+    def given(item: Directive) -> list[tuple[str, object]] | None:
         raw = flags.get(item.flag) if item.flag is not None else None
         if raw is None or item.flag is None:
-            continue
-        if item.many:
-            texts = [raw] if isinstance(raw, str) else list(raw)
-            labels[name] = [_label(item.flag, text) for text in texts]
-            parsed = []
-            for label, text in zip(labels[name], texts, strict=True):
-                with blame(label):
-                    parsed.append(item.parse(text))
-            values[name] = tuple(parsed)
-        else:
-            assert isinstance(raw, str)
-            with blame(_label(item.flag, raw)):
-                values[name] = item.parse(raw)
-    return values, labels
+            return None
+        texts = [raw] if isinstance(raw, str) else list(raw)
+        return [(_label(item.flag, text), text) for text in texts]
+
+    return parse_directives(cls, given)
 
 
 def _from_flags(flags: Flags) -> ProxyConfig:

@@ -48,11 +48,6 @@ class Stall:
             if self.count == 0:
                 self.cancel()
 
-    def reset(self) -> None:
-        """Forget every stuck writer (they went away) and stop the timer."""
-        self.count = 0
-        self.cancel()
-
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
