@@ -376,7 +376,7 @@ def test_websocket_handshake_becomes_a_tunnel() -> None:
         assert isinstance(rig.client.get_protocol(), TunnelEnd)
         assert isinstance(rig.up.get_protocol(), TunnelEnd)
         assert rig.client.reading and rig.up.reading
-        [tunnel] = rig.worker.open
+        [tunnel] = rig.worker.tunnels
         assert isinstance(tunnel, Tunnel)
 
         rig.client.feed(b"\x81\x04ping")

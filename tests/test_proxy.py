@@ -632,24 +632,6 @@ def test_sigterm_lets_an_open_request_finish(wsgate: Spawn, tmp_path: Path) -> N
         recorder.close()
 
 
-def test_sigterm_ends_open_tunnels_after_the_grace_period(wsgate: Spawn, tmp_path: Path) -> None:
-    _echo, echo_port = start_echo(wsgate, "--ping-interval", "0")
-    proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{echo_port}"),
-                              extra='worker_shutdown_timeout = "1s"')
-    with connect(f"ws://127.0.0.1:{port}/") as ws:
-        ws.send("Hello")
-        assert ws.recv(timeout=5) == SEED + "Hello"
-        started = time.monotonic()
-        proxy.signal(signal.SIGTERM)
-        ws.send("still served during the grace period")
-        assert ws.recv(timeout=5) == SEED + "still served during the grace period"
-        with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=5)
-    assert proxy.popen.wait(timeout=10) == 0
-    assert 0.9 < time.monotonic() - started < 5
-    proxy.expect(r'"GET / HTTP/1.1" 101 \d+')
-
-
 # -- configuration mistakes ---------------------------------------------------------------------
 
 def test_check_validates_and_exits(tmp_path: Path) -> None:

@@ -312,22 +312,6 @@ def test_on_close_runs_exactly_once_whatever_ends_the_tunnel() -> None:
     asyncio.run(main())
 
 
-def test_close_idle_does_nothing() -> None:
-    """At shutdown a WebSocket is not idle in nginx's sense: it runs until the grace
-    period is over."""
-    async def main() -> None:
-        rig = open_tunnel()
-        rig.tunnel.close_idle()
-        await settle()
-        assert rig.closed == [] and not rig.tunnel.closed
-        rig.client.feed(b"still here")
-        assert rig.upstream.take() == b"still here"
-
-    asyncio.run(main())
-
-
-# -- the idle timer ------------------------------------------------------------------------------
-
 def test_a_silent_tunnel_closes_after_read_timeout() -> None:
     async def main() -> None:
         start = asyncio.get_running_loop().time()

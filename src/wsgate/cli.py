@@ -100,13 +100,16 @@ def _wscat_habits(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = _wscat_habits(list(sys.argv[1:] if argv is None else argv))
     command = args_list[0] if args_list and args_list[0] in COMMANDS else None
-    if command in SERVERS:
+    if command == "proxy":
+        signals.PROXY.catch()
+    elif command in SERVERS:
         signals.STOP.catch()
     parser = build_parser(command)
     args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    args.argv = args_list  # what an in-place upgrade runs again
     try:
         status: int = args.run(args)
     except ConfigError as error:

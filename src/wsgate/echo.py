@@ -29,7 +29,7 @@ from picows import (
 
 from wsgate import runtime, values
 from wsgate.errors import Failure, UsageError
-from wsgate.signals import STOP, StopSignals
+from wsgate.signals import STOP, Signals
 
 SEED_PREFIX = "Server received from client: "
 BACKLOG = 4096
@@ -246,7 +246,7 @@ class EchoServer:
             await asyncio.wait(waits, timeout=SHUTDOWN_GRACE)
 
 
-async def serve(options: EchoOptions, signals: StopSignals) -> None:
+async def serve(options: EchoOptions, signals: Signals) -> None:
     """Serve until SIGINT or SIGTERM, then say Close 1001 to every client. The handlers are
     the loop's before the server says it is listening: a signal sent as soon as "Listening"
     is printed is a clean shutdown, never the default death by signal."""

@@ -1,10 +1,12 @@
-"""SIGINT and SIGTERM for the servers (``echo``, ``up``, ``proxy``), caught from the start.
+"""Signals for the servers (``echo``, ``up``, ``proxy``), caught from the start.
 
-Left alone, Python dies of SIGTERM and raises KeyboardInterrupt for SIGINT wherever the
-program happens to be, start-up included. A server must instead stop cleanly on either,
-whenever it comes. So the CLI catches both before it loads a server's code (this module
-imports nothing else, to cost nothing), a plain handler remembers them, and once the
-server's event loop runs, the loop's own handlers take over (:meth:`StopSignals.attach`).
+Left alone, Python dies of SIGTERM, SIGHUP, SIGQUIT and SIGUSR1/2, and raises
+KeyboardInterrupt for SIGINT, wherever the program happens to be, start-up included. A
+server must instead act on each whenever it comes. So the CLI catches them before it loads
+a server's code (this module imports nothing else, to cost nothing), a plain handler
+remembers them in order, and once the server is ready it takes them over: an event loop's
+own handlers (:meth:`Signals.attach`), or the proxy's master, which takes what was
+remembered (:meth:`Signals.take`) and waits for the rest itself.
 """
 
 from __future__ import annotations
@@ -17,31 +19,52 @@ if TYPE_CHECKING:
     from asyncio import AbstractEventLoop
 
 
-class StopSignals:
-    """SIGINT and SIGTERM as a request to stop: remembered until a loop takes them over."""
+class Signals:
+    """A set of signals, remembered in the order they come until a loop takes them over."""
 
-    __slots__ = ("received",)
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    __slots__ = ("pending", "signals")
 
-    def __init__(self) -> None:
-        self.received = False
+    def __init__(self, signals: tuple[signal.Signals, ...]) -> None:
+        self.signals = signals
+        self.pending: list[int] = []
+
+    @property
+    def received(self) -> bool:
+        return bool(self.pending)
 
     def catch(self) -> None:
-        """Remember the signals from now on, until :meth:`attach`."""
-        for signum in self.SIGNALS:
+        """Remember the signals from now on, until :meth:`attach` or :meth:`take`."""
+        for signum in self.signals:
             signal.signal(signum, self._remember)
 
     def _remember(self, signum: int, frame: object) -> None:
-        self.received = True
+        self.pending.append(signum)
+
+    def take(self) -> list[int]:
+        """What came so far, oldest first, forgotten here."""
+        taken, self.pending = self.pending, []
+        return taken
 
     def attach(self, loop: AbstractEventLoop, stop: Callable[[], None]) -> None:
-        """From now on ``loop`` calls ``stop`` on either signal; one that came earlier
+        """From now on ``loop`` calls ``stop`` on any of the signals; one that came earlier
         calls it now."""
-        for signum in self.SIGNALS:
+        for signum in self.signals:
             loop.add_signal_handler(signum, stop)
-        if self.received:
+        if self.pending:
             stop()
 
 
-STOP = StopSignals()
-"""This process's: the CLI catches it for a server command, and the server attaches it."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PROXY_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                 signal.SIGUSR1, signal.SIGUSR2)
+"""nginx's: stop fast, stop gracefully, reload, reopen the logs, upgrade in place."""
+
+STOP = Signals(STOP_SIGNALS)
+"""This process's, for ``echo`` and ``up``: the CLI catches them, the server attaches them."""
+PROXY = Signals(PROXY_SIGNALS)
+"""This process's, for ``proxy``: the CLI catches them, the master takes them over."""
+
+
+def stop_signals() -> Signals:
+    """A fresh set of SIGINT and SIGTERM (a forked worker's own)."""
+    return Signals(STOP_SIGNALS)

@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from wsgate import echo, runtime, values
-from wsgate.proxy import flags, preflight, server
-from wsgate.signals import STOP, StopSignals
+from wsgate.proxy import flags, listeners, preflight
+from wsgate.proxy.server import Serving
+from wsgate.signals import STOP, Signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "request or WebSocket (the proxy's access log)")
 
 
-async def _up(args: argparse.Namespace, signals: StopSignals) -> None:
+async def _up(args: argparse.Namespace, signals: Signals) -> None:
     echo_options = echo.EchoOptions(host=args.host, ports=tuple(args.echo_port or (8010, 8011)),
                                     quiet=args.quiet)
     upstream = echo.EchoServer(echo_options)
@@ -54,11 +55,12 @@ async def _up(args: argparse.Namespace, signals: StopSignals) -> None:
         })
         resources = preflight.open_resources(config)
         resources.error_log.install()
-        sockets = server.bind_all(config)
+        sockets = listeners.bind_all(config)
     except BaseException:
         await upstream.shutdown()
         raise
-    proxy_url = server.url_of(sockets[0][0], tls=False).replace("http://", "ws://")
+    first = next(iter(sockets.values()))
+    proxy_url = listeners.url_of(first.sock, tls=False).replace("http://", "ws://")
 
     def announce() -> None:
         print("Server started")
@@ -68,8 +70,8 @@ async def _up(args: argparse.Namespace, signals: StopSignals) -> None:
         print(f"Connect with: wsgate connect {proxy_url}")
         sys.stdout.flush()
 
-    await server.serve(config, sockets, None, resources.access_log, signals, ready=announce,
-                       on_stop=upstream.shutdown)
+    serving = Serving(config, sockets, None, resources.access_log, resources.error_log)
+    await serving.run(signals, ready=announce, on_stop=upstream.shutdown)
 
 
 def run(args: argparse.Namespace) -> int:

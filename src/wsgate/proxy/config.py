@@ -132,6 +132,12 @@ class UpstreamConfig:
     hash_key: str | None = directive("hash", d.hash_key, None, nginx="hash KEY")
     consistent: bool = directive("consistent", d.boolean, False, nginx="hash KEY consistent")
     keepalive: int = directive("keepalive", d.non_negative, 32)
+    drain_timeout: float = directive("drain_timeout", d.optional_duration, 10.0,
+                                     nginx="(none: nginx cuts them)")
+    """When a reload removes a server, its tunnels get Close 1001 spread evenly over this,
+    so their clients do not all reconnect at once. 10 s spreads 10,000 reconnects to 1,000
+    a second and still ends well inside the stop grace of Kubernetes (30 s) and systemd
+    (90 s), so a deploy that removes a server and then stops it cuts nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +195,9 @@ class ProxyConfig:
         "large_client_header_buffers", d.header_buffers, (4, 8 << 10))
     keepalive_timeout: float = directive("keepalive_timeout", d.optional_duration, 75.0)
     shutdown_timeout: float = directive("worker_shutdown_timeout", d.optional_duration, 10.0)
+    pid: Path | None = directive(
+        "pid", d.file_path, None, flag="--pid", metavar="FILE",
+        help="write the master's process ID here (for wsgate proxy -s and init scripts)")
     access_log: AccessLogConfig = directive(
         "access_log", d.access_log, AccessLogConfig(), flag="--access-log",
         metavar="PATH", help="stdout (default), stderr, off, or a file")
@@ -260,7 +269,7 @@ def resolve_paths(config: ProxyConfig, base: Path) -> ProxyConfig:
     """``config`` with its relative paths made absolute against ``base`` (the config file's
     folder, or the current one for flags)."""
     changes: dict[str, Any] = {}
-    for name in ("ssl_certificate", "ssl_certificate_key"):
+    for name in ("ssl_certificate", "ssl_certificate_key", "pid"):
         path = getattr(config, name)
         if path is not None:
             changes[name] = base / path

@@ -38,7 +38,7 @@ from wsgate.proxy.routes import Route
 from wsgate.proxy.servers import ServerState
 from wsgate.proxy.tunnel import Tunnel
 from wsgate.proxy.upstream_connection import UpstreamConnection
-from wsgate.proxy.worker import Worker
+from wsgate.proxy.worker import TunnelRecord, Worker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ _NO_HEAD = RequestHead(b"-", b"", "1.1", [])
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "client_full", "connect_task", "exchange", "gate", "head_started", "head_wall", "loop",
+        "client_full", "connect_task", "exchange", "fresh", "gate", "head_started", "head_wall",
+        "loop",
         "phase", "reader", "remote_addr", "remote_port", "scheme", "seen_upstream_bytes",
         "server", "server_host", "server_port", "stall", "timer", "transport", "trusted",
         "upstream", "worker",
@@ -79,6 +80,8 @@ class ClientConnection(asyncio.Protocol):
         self.seen_upstream_bytes = 0
         self.head_started = 0.0
         self.head_wall = 0.0
+        self.fresh = True
+        """No request has begun on this connection yet."""
 
     # -- the client's socket -----------------------------------------------------------------
 
@@ -217,6 +220,7 @@ class ClientConnection(asyncio.Protocol):
     def _begin(self, head: RequestHead, keep_alive: bool) -> None:
         worker = self.worker
         self.phase = advance(self.phase, Event.BEGIN)
+        self.fresh = False
         self._disarm()
         # nginx: keepalive_timeout 0 turns keep-alive off.
         persistent = keep_alive and not worker.draining and worker.config.keepalive_timeout > 0
@@ -336,27 +340,20 @@ class ClientConnection(asyncio.Protocol):
         upstream.handler = None
         self.upstream = None
         self.server = None  # the tunnel holds it now
-        group, worker, started = exchange.route.group, self.worker, exchange.started
-        entry = exchange.entry(self.remote_addr, time.monotonic())
-
-        def closed(tunnel: Tunnel) -> None:
-            """One access-log line per WebSocket, at its close, with the bytes each way."""
-            group.release(server)
-            worker.open.discard(tunnel)
-            entry.body_bytes_sent = tunnel.upstream.received
-            entry.bytes_received = tunnel.client.received
-            entry.request_time = entry.upstream_response_time = time.monotonic() - started
-            worker.access_log.write(entry)
-
+        worker = self.worker
+        location = exchange.route.location
+        record = TunnelRecord(exchange.route.group, server,
+                              exchange.entry(self.remote_addr, time.monotonic()),
+                              exchange.started, self.scheme == "https",
+                              location.read_timeout, location.send_timeout)
         pending = b"".join([*self.reader.pending, *(cast(bytes, value) for kind, value
                                                      in self.reader.events if kind == BODY)])
-        location = exchange.route.location
         tunnel = Tunnel(self.transport, upstream.transport, location.read_timeout,
-                        location.send_timeout, closed)
+                        location.send_timeout, worker.tunnel_closed)
         full = (self.client_full, self.gate.holds(_UPSTREAM))
         # From here the tunnel stands alone: this object (parser, head, queues) goes.
         worker.open.discard(self)
-        worker.open.add(tunnel)
+        worker.add_tunnel(tunnel, record)
         tunnel.start(pending, rest, full)
 
     def upstream_failed(self, why: str) -> None:
@@ -485,9 +482,11 @@ class ClientConnection(asyncio.Protocol):
         self.stall.cancel()
         self.transport.close()
 
-    def close_idle(self) -> None:
-        """For shutdown: close now if between requests, else after the current one."""
-        if self.phase is Phase.WAITING:
+    def close_idle(self, grace_over: bool) -> None:
+        """For a stop: close now if between requests, else after the current one. A new
+        connection whose first request has not come yet gets until ``grace_over``: the
+        client has just been accepted and will send it (closing would fail it)."""
+        if self.phase is Phase.WAITING and (grace_over or not self.fresh):
             self._close()
 
     def abort(self) -> None:

@@ -67,6 +67,13 @@ def _cannot_open(config: ProxyConfig, field: str, path: Path | None,
 def open_resources(config: ProxyConfig) -> Resources:
     """Load the TLS chain and open both logs, or raise naming the one that failed."""
     context = tls_context(config)
+    access_log, error_log = open_logs(config)
+    return Resources(context, access_log, error_log)
+
+
+def open_logs(config: ProxyConfig) -> tuple[AccessLog, ErrorLog]:
+    """Open both logs (at start, on a reload, or again for SIGUSR1), or raise naming the
+    one that failed."""
     try:
         access_log = AccessLog.open(config.access_log)
     except OSError as error:
@@ -76,7 +83,7 @@ def open_resources(config: ProxyConfig) -> Resources:
     except OSError as error:
         access_log.close()
         raise _cannot_open(config, "error_log", config.error_log.path, error) from None
-    return Resources(context, access_log, error_log)
+    return access_log, error_log
 
 
 def check(config: ProxyConfig) -> None:

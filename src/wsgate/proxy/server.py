@@ -1,220 +1,265 @@
-"""The ``wsgate proxy`` processes: listening sockets, workers, signals.
+"""One worker's event loop: accept, reload, reopen the logs, and stop without dropping.
 
-The sockets are bound once, before any worker starts, so ``port 0`` means one port for all
-workers, a busy port is one clear error, and every worker accepts from the same queue
-(nginx's model). With one worker this process is the worker; with more it is the master:
-it forks them, restarts one that dies, and passes SIGINT/SIGTERM on. On either signal,
-caught from the start (:mod:`wsgate.signals`), a worker stops accepting, lets open
-requests and tunnels finish within ``worker_shutdown_timeout``, and returns.
+:class:`Serving` accepts on every listening socket until told to stop, and then ends in one
+of nginx's ways (:class:`Mode`), except that no WebSocket is ever cut without a Close:
+
+- FAST (SIGTERM, SIGINT): stop accepting; every tunnel gets Close 1001 at once, at a frame
+  boundary; requests in flight finish; at ``worker_shutdown_timeout`` whatever is left is
+  cut.
+- GRACEFUL (SIGQUIT): stop accepting; requests finish; tunnels run on until
+  ``worker_shutdown_timeout``, then get the same Close 1001.
+- RETIRING (the master's "handover", on an upgrade or when a reload lowers the worker
+  count): stop accepting; requests finish; plain tunnels move to another worker
+  (:mod:`~wsgate.proxy.handover`); those that cannot (TLS) end as in GRACEFUL.
+
+The master (:mod:`~wsgate.proxy.master`) talks to a worker over its control socket
+(:mod:`~wsgate.proxy.channel`): a reload brings the new configuration and every listening
+socket. ``wsgate up`` runs a Serving in its own process, without a master.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
+import enum
 import logging
 import os
+import pickle
 import signal
 import socket
 import ssl
-import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 
-from wsgate import runtime
-from wsgate.errors import Failure
-from wsgate.proxy import preflight
+from wsgate.errors import UsageError
+from wsgate.proxy import channel, handover, preflight
 from wsgate.proxy.accesslog import AccessLog
-from wsgate.proxy.config import Listener, ProxyConfig
+from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.connection import ClientConnection
-from wsgate.proxy.errorlog import ALERT
-from wsgate.proxy.preflight import Resources
+from wsgate.proxy.errorlog import ErrorLog
+from wsgate.proxy.listeners import BACKLOG, Bound, Sockets
+from wsgate.proxy.tunnel import CLOSE_TIMEOUT, State, Tunnel
 from wsgate.proxy.worker import Worker
-from wsgate.signals import STOP, StopSignals
+from wsgate.signals import Signals
 
 log = logging.getLogger(__name__)
 
-BACKLOG = 511  # nginx's default
-Listening = Sequence[tuple[socket.socket, bool]]
-"""The bound sockets, each with whether it speaks TLS."""
-STARTUP_GRACE = 2.0
-"""A worker that dies sooner than this after its start is broken, not unlucky: no respawn."""
+SHUTDOWN_REASON = "proxy shutting down"
+POLL = 0.05
+FRESH_GRACE = 1.0
+"""How long a connection accepted just before the stop has to send its first request."""
+CLOSE_GRACE = 2.0
+"""After the Close frames at ``worker_shutdown_timeout``: how long their handshakes may take."""
 
 
-def bind(listener: Listener) -> socket.socket:
-    host = listener.host or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, listener.port))
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except OSError as error:
-        sock.close()
-        reason = ("address already in use" if error.errno == errno.EADDRINUSE
-                  else (error.strerror or str(error)).lower())
-        raise Failure(f"cannot listen on {listener.address}: {reason}") from None
-    return sock
+class Mode(enum.Enum):
+    RUNNING = "running"
+    GRACEFUL = "graceful"
+    FAST = "fast"
+    RETIRING = "retiring"
 
 
-def bind_all(config: ProxyConfig) -> list[tuple[socket.socket, bool]]:
-    """Every listener's socket (with whether it speaks TLS), or none and a Failure."""
-    sockets: list[tuple[socket.socket, bool]] = []
-    try:
-        for listener in config.listeners:
-            sockets.append((bind(listener), listener.ssl))
-    except Failure:
-        for sock, _tls in sockets:
-            sock.close()
-        raise
-    return sockets
+class Serving:
+    """One worker's accepting, reloading and stopping (see the module's docstring)."""
 
+    def __init__(self, config: ProxyConfig, sockets: Sockets, tls: ssl.SSLContext | None,
+                 access_log: AccessLog, error_log: ErrorLog | None = None,
+                 control: socket.socket | None = None) -> None:
+        self.worker = Worker(config, access_log)
+        self.sockets = sockets
+        self.tls = tls
+        self.error_log = error_log
+        self.control = control
+        self.servers: list[asyncio.Server] = []
+        self.mode = Mode.RUNNING
+        self.stopped = asyncio.Event()
+        self.peer: socket.socket | None = None
+        """Where a retiring worker sends its tunnels."""
+        self.receivers: list[handover.Receiver] = []
+        self.tasks: set[asyncio.Task[None]] = set()
 
-def url_of(sock: socket.socket, tls: bool) -> str:
-    host, port = sock.getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{host}:{port}"
+    # -- signals and the master's messages -------------------------------------------------
 
+    def stop(self, mode: Mode) -> None:
+        """Begin to stop, or stop faster: FAST overrides the gentler ways, not the reverse."""
+        if self.mode is Mode.RUNNING or mode is Mode.FAST:
+            self.mode = mode
+            self.stopped.set()
 
-async def serve(config: ProxyConfig, sockets: Listening, tls: ssl.SSLContext | None,
-                access_log: AccessLog, signals: StopSignals, *,
-                ready: Callable[[], None] | None = None,
-                on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Accept on every socket until SIGINT or SIGTERM, then drain and return.
+    def _signal(self, signum: int) -> None:
+        if signum == signal.SIGQUIT:
+            self.stop(Mode.GRACEFUL)
+        elif signum == signal.SIGUSR1:
+            self.reopen()
+        else:
+            self.stop(Mode.FAST)
 
-    ``ready`` runs once the signals are handled and accepting has begun (the "Listening"
-    lines). ``on_stop`` runs once accepting has stopped and before the drain: ``wsgate up``
-    closes its echo servers there, so their Close 1001 reaches clients through open tunnels.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals.attach(loop, stop.set)
-    worker = Worker(config, access_log)
-    servers = []
-    for sock, uses_tls in sockets:
-        scheme = "https" if uses_tls else "http"
-        servers.append(await loop.create_server(
-            partial(ClientConnection, worker, scheme),
-            sock=sock, ssl=tls if uses_tls else None, backlog=BACKLOG,
-        ))
-    if ready is not None:
-        ready()
-    await stop.wait()
-    for server in servers:
-        server.close()
-    if on_stop is not None:
-        await on_stop()
-    worker.draining = True
-    for conn in list(worker.open):
-        conn.close_idle()
-    deadline = loop.time() + config.shutdown_timeout
-    while worker.open and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    for conn in list(worker.open):
-        conn.abort()
-    worker.pool.close_all()
+    def _attach(self, signals: Signals) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in signals.signals:
+            loop.add_signal_handler(signum, self._signal, signum)
+        for early in signals.take():
+            self._signal(early)
 
-
-def run(config: ProxyConfig) -> int:
-    """Open what the config names, bind, and serve with ``config.workers`` processes until
-    SIGINT or SIGTERM."""
-    signals = STOP
-    signals.catch()
-    resources = preflight.open_resources(config)  # before forking: one error, not N
-    resources.error_log.install()
-    sockets = bind_all(config)
-
-    def announce() -> None:
-        for sock, tls in sockets:
-            print(f"Listening on {url_of(sock, tls)}")
-        sys.stdout.flush()
-
-    if config.workers <= 1:
-        runtime.run(serve(config, sockets, resources.tls, resources.access_log, signals,
-                          ready=announce))
-        return 0
-    return _supervise(config, sockets, resources, signals, announce)
-
-
-def _supervise(config: ProxyConfig, sockets: Listening, resources: Resources,
-               signals: StopSignals, announce: Callable[[], None]) -> int:
-    """The master: fork the workers, restart one that dies, pass signals on, wait.
-
-    SIGINT and SIGTERM are blocked whenever the set of workers changes, so a signal never
-    falls between two forks (it would miss the later worker) and never finds a new worker
-    still running the master's handler (it would signal the worker's siblings).
-    """
-    stopping = False
-    children: dict[int, float] = {}
-    stop_signals = StopSignals.SIGNALS
-
-    def spawn() -> int:
-        """Fork a worker; signals must be blocked."""
-        pid = os.fork()
-        if pid == 0:
-            status = 0
+    def _control_readable(self) -> None:
+        assert self.control is not None
+        while True:
             try:
-                own = StopSignals()
-                own.catch()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-                runtime.run(serve(config, sockets, resources.tls, resources.access_log, own))
-            except BaseException as error:
-                log.critical("worker %d failed: %s", os.getpid(), error)
-                status = 1
-            finally:
-                os._exit(status)
-        children[pid] = time.monotonic()
-        return pid
+                message = channel.receive(self.control)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = None
+            if message is None:  # the master is gone: do not linger as an orphan
+                asyncio.get_running_loop().remove_reader(self.control.fileno())
+                self.stop(Mode.GRACEFUL)
+                return
+            if message.kind == "reload":
+                self.reload(message)
+            elif message.kind == "handover":
+                self.peer = socket.socket(fileno=message.fds[0])
+                self.stop(Mode.RETIRING)
+            elif message.kind == "takeover":
+                sock = socket.socket(fileno=message.fds[0])
+                self.receivers.append(handover.Receiver(self.worker, sock))
+            else:
+                for fd in message.fds:
+                    os.close(fd)
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for _ in range(config.workers):
-        spawn()
-    if signals.received:  # before the master's own handlers were in place
-        forward(signal.SIGTERM, None)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)  # one pending runs forward now
-    announce()
-    status = 0
-    while children:
+    def reload(self, message: channel.Message) -> None:
+        """The master's checked configuration, with every listening socket it names."""
+        listeners = message.fields["listeners"]
+        sockets = {address: Bound(socket.socket(fileno=fd), tls)
+                   for (address, tls), fd in zip(listeners, message.fds, strict=True)}
+        config: ProxyConfig = pickle.loads(message.blob)
         try:
-            pid, wait_status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        started = children.pop(pid, 0.0)
-        if stopping:
-            continue
-        if time.monotonic() - started < STARTUP_GRACE:
-            log.log(ALERT, "worker process %d %s at start-up; stopping", pid,
-                    _exit_reason(wait_status))
-            status = 1
-            forward(signal.SIGTERM, None)
-            continue
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            tls = preflight.tls_context(config)
+            access_log, error_log = preflight.open_logs(config)
+        except UsageError as error:  # a file changed since the master read it
+            log.error("worker %d kept the old configuration: %s", os.getpid(), error)
+            for bound in sockets.values():
+                bound.sock.close()
+            return
+        self._swap_logs(access_log, error_log)
+        self.tls = tls
+        self.worker.apply(config, access_log)
+        self._spawn(self._listen_anew(sockets))
+
+    def reopen(self) -> None:
+        """SIGUSR1: open the log files again (logrotate has moved them away)."""
         try:
-            if not stopping:
-                log.log(ALERT, "worker process %d %s; started worker process %d in its place",
-                        pid, _exit_reason(wait_status), spawn())
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-    return status
+            access_log, error_log = preflight.open_logs(self.worker.config)
+        except UsageError as error:
+            log.error("cannot reopen the logs: %s", error)
+            return
+        self._swap_logs(access_log, error_log)
+        self.worker.access_log = access_log
 
+    def _swap_logs(self, access_log: AccessLog, error_log: ErrorLog) -> None:
+        old_access, old_error = self.worker.access_log, self.error_log
+        error_log.install()
+        self.error_log = error_log
+        self.worker.access_log = access_log
+        old_access.close()
+        if old_error is not None:
+            old_error.close()
 
-def _exit_reason(wait_status: int) -> str:
-    if os.WIFSIGNALED(wait_status):
-        return f"exited on signal {os.WTERMSIG(wait_status)}"
-    return f"exited with code {os.waitstatus_to_exitcode(wait_status)}"
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    async def _listen(self, sockets: Sockets) -> list[asyncio.Server]:
+        loop = asyncio.get_running_loop()
+        servers = []
+        for bound in sockets.values():
+            scheme = "https" if bound.tls else "http"
+            servers.append(await loop.create_server(
+                partial(ClientConnection, self.worker, scheme),
+                sock=bound.sock, ssl=self.tls if bound.tls else None, backlog=BACKLOG))
+        return servers
+
+    async def _listen_anew(self, sockets: Sockets) -> None:
+        """Accept on the new sockets, then stop on the old: never a moment without."""
+        if self.mode is not Mode.RUNNING:
+            for bound in sockets.values():
+                bound.sock.close()
+            return
+        servers = await self._listen(sockets)
+        old, self.servers, self.sockets = self.servers, servers, sockets
+        for server in old:
+            server.close()
+
+    # -- the whole life ----------------------------------------------------------------------
+
+    async def run(self, signals: Signals, *, ready: Callable[[], None] | None = None,
+                  on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Accept until a signal or the master says stop, then end as :class:`Mode` says.
+
+        ``ready`` runs once the signals are handled and accepting has begun. ``on_stop``
+        runs once accepting has stopped and before the tunnels end: ``wsgate up`` closes
+        its echo servers there, so their own Close 1001 reaches the clients.
+        """
+        loop = asyncio.get_running_loop()
+        self._attach(signals)
+        if self.control is not None:
+            self.control.setblocking(False)
+            loop.add_reader(self.control.fileno(), self._control_readable)
+        self.servers = await self._listen(self.sockets)
+        if ready is not None:
+            ready()
+        await self.stopped.wait()
+        for server in self.servers:
+            server.close()
+        if self.control is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(self.control.fileno())
+        if on_stop is not None:
+            await on_stop()
+        await self._wind_down()
+
+    async def _wind_down(self) -> None:
+        """Requests finish; tunnels end as the mode says; at ``worker_shutdown_timeout``
+        every tunnel gets its Close and, CLOSE_GRACE later, whatever is left is cut."""
+        loop = asyncio.get_running_loop()
+        worker = self.worker
+        worker.draining = True
+        timeout = worker.config.shutdown_timeout
+        begun = loop.time()
+        deadline = begun + timeout if timeout > 0 else float("inf")
+        hard_end = float("inf")
+        kept: set[Tunnel] = set()
+        while worker.open or worker.tunnels:
+            now = loop.time()
+            if now >= hard_end:
+                break
+            for conn in list(worker.open):
+                conn.close_idle(now >= begun + FRESH_GRACE)
+            if self.mode is Mode.FAST or now >= deadline:
+                for tunnel in list(worker.tunnels):
+                    tunnel.going_away(1001, SHUTDOWN_REASON)
+                if self.mode is Mode.FAST:
+                    hard_end = min(deadline, begun + CLOSE_TIMEOUT)
+                else:
+                    hard_end = min(hard_end, deadline + CLOSE_GRACE)
+                if now >= deadline:
+                    for conn in list(worker.open):
+                        conn.abort()
+            elif self.mode is Mode.RETIRING and self.peer is not None:
+                movable = [tunnel for tunnel, record in worker.tunnels.items()
+                           if not record.tls and tunnel not in kept
+                           and tunnel.state is State.OPEN]
+                if movable:
+                    kept.update(await handover.hand_over(worker, self.peer))
+            await asyncio.sleep(POLL)
+        for tunnel in list(worker.tunnels):
+            tunnel.abort()
+        for conn in list(worker.open):
+            conn.abort()
+        worker.pool.close_all()
+        if self.peer is not None:
+            self.peer.close()
+        for receiver in self.receivers:
+            receiver.close()

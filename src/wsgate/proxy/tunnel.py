@@ -1,7 +1,10 @@
 """Two transports joined after a 101: bytes both ways, backpressure, idle timer, close.
 
 This is the data path of every proxied WebSocket, so a read does the least there is: hand
-the bytes to the other transport and count them. Backpressure is the transports' own
+the bytes to the other transport and count them; upstream→client, also move a
+:class:`~wsgate.proxy.frames.Cursor` past them, so the proxy always knows where the next
+frame starts and can end the tunnel with a Close frame that splits none
+(:meth:`Tunnel.going_away`). Backpressure is the transports' own
 (:mod:`~wsgate.proxy.flow`): when one side's write buffer passes its high-water mark, the
 other side stops reading, so no more than a fixed bound is ever buffered per direction.
 The idle timer does not re-arm per read; it wakes every quarter of ``read_timeout`` and
@@ -11,11 +14,25 @@ compares byte counts.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 
 from wsgate.proxy.flow import WRITE_HIGH_WATER, Stall
+from wsgate.proxy.frames import Cursor, close_frame
 
 IDLE_TICKS = 4
+CLOSE_TIMEOUT = 10.0
+"""After the proxy's Close frame, how long the close handshake may take (websockets'
+default close_timeout): a client that never answers does not hold the tunnel."""
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    FROZEN = "frozen"
+    """Neither side is read, so its sockets can move to another process."""
+    ENDING = "ending"
+    """A Close frame went (or is about to go) to the client; only its answer passes."""
+    CLOSED = "closed"
 
 
 class TunnelEnd(asyncio.Protocol):
@@ -55,7 +72,7 @@ class TunnelEnd(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.full = False
-        if not self.other.is_closing():
+        if not self.other.is_closing() and self.tunnel.state is not State.FROZEN:
             self.other.resume_reading()
         self.tunnel.stall.end()
 
@@ -64,11 +81,76 @@ class TunnelEnd(asyncio.Protocol):
         self.tunnel.close()
 
 
+class UpstreamEnd(TunnelEnd):
+    """The upstream's side: it also knows where the frames it relays end."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
+        super().__init__(tunnel, transport)
+        self.cursor = Cursor()
+
+    def data_received(self, data: bytes) -> None:
+        n = len(data)
+        self.received += n
+        self.other.write(data)
+        cursor = self.cursor
+        if cursor.left >= n:
+            cursor.left -= n
+        else:
+            cursor.advance(data)
+
+
+class _Ending(asyncio.Protocol):
+    """The upstream's side once the tunnel is ending: the rest of the frame in flight, then
+    the proxy's Close frame, then nothing (the upstream's own Close answers the client's).
+    If the upstream's Close went first, that one ends the stream and the proxy adds none."""
+
+    __slots__ = ("end", "frame", "passing")
+
+    def __init__(self, end: UpstreamEnd, frame: bytes | None) -> None:
+        self.end = end
+        self.frame = frame
+        self.passing = True
+        """Until the frame in flight has passed."""
+
+    def relay(self, data: bytes = b"") -> None:
+        if not self.passing:
+            return
+        end = self.end
+        cut = end.cursor.boundary_in(data)
+        if cut > len(data):
+            end.data_received(data)
+            return
+        if cut:
+            end.data_received(data[:cut])
+        self.passing = False
+        if self.frame is not None:
+            end.other.write(self.frame)
+            self.frame = None
+
+    def data_received(self, data: bytes) -> None:
+        self.relay(data)
+
+    def eof_received(self) -> bool:
+        self.end.tunnel.close()
+        return False
+
+    def pause_writing(self) -> None:
+        self.end.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.end.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end.connection_lost(exc)
+
+
 class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
-    __slots__ = ("_idle", "_last", "_loop", "_timer", "client", "closed", "on_close",
-                 "read_timeout", "stall", "upstream")
+    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_timer", "client", "on_close",
+                 "read_timeout", "stall", "state", "upstream")
 
     def __init__(
         self,
@@ -80,17 +162,22 @@ class Tunnel:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.client = TunnelEnd(self, client)
-        self.upstream = TunnelEnd(self, upstream)
+        self.upstream = UpstreamEnd(self, upstream)
         self.client.other = upstream
         self.upstream.other = client
         self.read_timeout = read_timeout
         self.stall = Stall(send_timeout)
         """nginx's send_timeout: a side that takes no byte for that long ends the tunnel."""
         self.on_close = on_close
-        self.closed = False
+        self.state = State.OPEN
         self._last = -1
         self._idle = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
 
     def start(self, from_client: bytes, from_upstream: bytes,
               full: tuple[bool, bool] = (False, False)) -> None:
@@ -112,11 +199,14 @@ class Tunnel:
             self.client.data_received(from_client)
         if from_upstream:
             self.upstream.data_received(from_upstream)
+        self._resume()
+        if self.read_timeout > 0:
+            self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
+
+    def _resume(self) -> None:
         for end, other in ((self.client, self.upstream), (self.upstream, self.client)):
             if not end.transport.is_closing() and not other.full:
                 end.transport.resume_reading()
-        if self.read_timeout > 0:
-            self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
 
     def _tick(self) -> None:
         """Close after ``read_timeout`` with no byte either way, as nginx's tunnel does."""
@@ -132,9 +222,49 @@ class Tunnel:
                 return
         self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
 
-    def close_idle(self) -> None:
-        """For shutdown: a tunnel is never idle in nginx's sense; it runs until the grace
-        period is over (or it ends on its own)."""
+    # -- endings ---------------------------------------------------------------------------
+
+    def going_away(self, code: int = 1001, reason: str = "going away") -> None:
+        """End as a WebSocket server would: a Close frame to the client, right after the
+        frame in flight; the client's answer still goes upstream, so the server sees the
+        close too; the sockets close when the upstream is done, or after CLOSE_TIMEOUT."""
+        if self.state is State.CLOSED or self.state is State.ENDING:
+            return
+        if self.state is State.FROZEN:
+            self.thaw()
+        self.state = State.ENDING
+        upstream = self.upstream
+        ending = _Ending(upstream, None if upstream.cursor.closed else close_frame(code, reason))
+        upstream.transport.set_protocol(ending)
+        ending.relay()
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def freeze(self) -> None:
+        """Stop reading both sides (to move the tunnel); what is buffered still drains."""
+        if self.state is not State.OPEN:
+            return
+        self.state = State.FROZEN
+        self.client.transport.pause_reading()
+        self.upstream.transport.pause_reading()
+
+    def thaw(self) -> None:
+        if self.state is State.FROZEN:
+            self.state = State.OPEN
+            self._resume()
+
+    def drained(self) -> bool:
+        """Whether nothing waits in either write buffer (the moment to move a frozen one)."""
+        return (self.client.transport.get_write_buffer_size() == 0
+                and self.upstream.transport.get_write_buffer_size() == 0)
+
+    def detach(self) -> None:
+        """Forget both transports without touching their sockets (another process holds
+        them now, from duplicates): no close, no report."""
+        self._stop_timers()
+        self.state = State.CLOSED
+        for end in (self.client, self.upstream):
+            end.transport.set_protocol(asyncio.Protocol())
+            end.transport.abort()
 
     def abort(self) -> None:
         """End now, dropping what is buffered: the side that stalled will not take it."""
@@ -143,15 +273,20 @@ class Tunnel:
     def both_closing(self) -> bool:
         return self.client.closing and self.upstream.closing
 
+    def _stop_timers(self) -> None:
+        for timer in (self._timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._close_timer = None
+        self.stall.cancel()
+
     def close(self, abort: bool = False) -> None:
         """Close both sides after their buffered bytes are written (or at once, with
         ``abort``); report once."""
-        if self.closed:
+        if self.state is State.CLOSED:
             return
-        self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-        self.stall.cancel()
+        self.state = State.CLOSED
+        self._stop_timers()
         for end in (self.client, self.upstream):
             if abort:
                 end.transport.abort()

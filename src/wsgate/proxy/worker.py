@@ -1,32 +1,59 @@
 """What the connections of one worker process share: the configuration in force, its
-routes, the upstream keep-alive pool, the access log, and the open connections.
+routes, the upstream keep-alive pool, the access log, the open connections, and the open
+tunnels with the server each one counts against.
 
-Connections read the configuration from here at each request, so swapping it (a reload)
-reaches every new request and no request mid-way.
+Connections read the configuration from here at each request, so swapping it
+(:meth:`Worker.apply`, a reload) reaches every new request and no request mid-way. Open
+tunnels stay: one whose server is still configured is counted against the new
+configuration's; one whose server is gone is closed with Close 1001, the lot spread evenly
+over the group's ``drain_timeout`` so their clients do not reconnect all at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
 from typing import Protocol
 
-from wsgate.proxy.accesslog import AccessLog
+from wsgate.proxy.accesslog import AccessLog, Entry
 from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.pool import Pool
 from wsgate.proxy.routes import Routes
+from wsgate.proxy.servers import ServerState
+from wsgate.proxy.tunnel import Tunnel
+from wsgate.proxy.upstreams import UpstreamGroup
+
+DRAIN_REASON = "upstream server removed"
 
 
 class Open(Protocol):
-    """An open client connection or tunnel, as shutdown sees it."""
+    """An open client connection, as shutdown sees it."""
 
-    def close_idle(self) -> None: ...
+    def close_idle(self, grace_over: bool) -> None: ...
 
     def abort(self) -> None: ...
+
+
+@dataclass(slots=True)
+class TunnelRecord:
+    """What a tunnel is, beyond its bytes: the server it counts against, its access-log
+    line (written at its close), when it began (monotonic, the same clock in every
+    process), and whether its client speaks TLS (such a tunnel cannot change process)."""
+
+    group: UpstreamGroup
+    server: ServerState
+    entry: Entry
+    started: float
+    tls: bool
+    read_timeout: float
+    send_timeout: float
 
 
 class Worker:
     """What the connections of one worker share (see the module's docstring)."""
 
-    __slots__ = ("access_log", "config", "draining", "open", "pool", "routes")
+    __slots__ = ("access_log", "config", "draining", "open", "pool", "routes", "tunnels")
 
     def __init__(self, config: ProxyConfig, access_log: AccessLog) -> None:
         self.config = config
@@ -34,4 +61,72 @@ class Worker:
         self.pool = Pool()
         self.access_log = access_log
         self.open: set[Open] = set()
+        self.tunnels: dict[Tunnel, TunnelRecord] = {}
         self.draining = False
+
+    def add_tunnel(self, tunnel: Tunnel, record: TunnelRecord) -> None:
+        """Count ``tunnel`` as open; its server must already count it (acquired)."""
+        self.tunnels[tunnel] = record
+
+    def tunnel_closed(self, tunnel: Tunnel) -> None:
+        """One access-log line per WebSocket, at its close, with the bytes each way."""
+        record = self.tunnels.pop(tunnel, None)
+        if record is None:
+            return
+        record.group.release(record.server)
+        entry = record.entry
+        entry.body_bytes_sent = tunnel.upstream.received
+        entry.bytes_received = tunnel.client.received
+        entry.request_time = entry.upstream_response_time = time.monotonic() - record.started
+        self.access_log.write(entry)
+
+    def forget(self, tunnel: Tunnel) -> TunnelRecord:
+        """Stop counting a tunnel that moves to another process (no log line here)."""
+        record = self.tunnels.pop(tunnel)
+        record.group.release(record.server)
+        return record
+
+    def apply(self, config: ProxyConfig, access_log: AccessLog) -> list[Tunnel]:
+        """Swap in a new configuration (a reload); returns the tunnels whose server it
+        removed, which are being drained."""
+        routes, before = Routes(config), self.config
+        removed: dict[str, list[Tunnel]] = {}
+        for tunnel, record in self.tunnels.items():
+            server = _same_server(routes, record)
+            if server is None:
+                removed.setdefault(record.group.name, []).append(tunnel)
+                continue
+            record.group.release(record.server)
+            group = routes.groups[record.group.name]
+            group.acquire(server)
+            record.group, record.server = group, server
+        self.config, self.routes = config, routes
+        self.access_log = access_log
+        self.pool.close_all()  # idle keep-alive connections may be to removed servers
+        drained = []
+        for name, tunnels in removed.items():
+            upstream = config.upstreams.get(name) or before.upstreams[name]
+            period = upstream.drain_timeout
+            drain(tunnels, period)
+            drained.extend(tunnels)
+        return drained
+
+
+def _same_server(routes: Routes, record: TunnelRecord) -> ServerState | None:
+    """The new configuration's server for a tunnel's, if it still has it up."""
+    group = routes.groups.get(record.group.name)
+    if group is None:
+        return None
+    address = record.server.address
+    return next((server for server in group.servers
+                 if server.address == address and not server.down), None)
+
+
+def drain(tunnels: list[Tunnel], period: float) -> None:
+    """Close ``tunnels`` with Close 1001, evenly spread over ``period`` seconds, oldest
+    first: the first now, the last at the end of the period."""
+    loop = asyncio.get_running_loop()
+    count = len(tunnels)
+    for index, tunnel in enumerate(tunnels):
+        delay = period * index / (count - 1) if count > 1 else 0.0
+        loop.call_later(delay, tunnel.going_away, 1001, DRAIN_REASON)

@@ -1,0 +1,75 @@
+"""The listening sockets: bound once by the master, shared by every worker.
+
+Binding before any worker starts means ``port 0`` is one port for all workers, a busy port
+is one clear error, and every worker accepts from the same queue (nginx's model). The
+sockets are keyed by the address as configured, so a reload keeps the ones it still
+names (``port 0`` included) and binds only new ones: a socket that stays open never
+refuses a connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from wsgate.errors import Failure
+from wsgate.proxy.config import Listener, ProxyConfig
+
+BACKLOG = 511  # nginx's default
+
+
+@dataclass(slots=True)
+class Bound:
+    """A listening socket, and whether its clients speak TLS."""
+
+    sock: socket.socket
+    tls: bool
+
+
+Sockets = dict[str, Bound]
+"""The listening sockets by address as configured (:attr:`Listener.address`)."""
+
+
+def bind(listener: Listener) -> socket.socket:
+    host = listener.host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, listener.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as error:
+        sock.close()
+        reason = ("address already in use" if error.errno == errno.EADDRINUSE
+                  else (error.strerror or str(error)).lower())
+        raise Failure(f"cannot listen on {listener.address}: {reason}") from None
+    return sock
+
+
+def bind_all(config: ProxyConfig, have: Sockets | None = None) -> Sockets:
+    """Every listener's socket: from ``have`` if it holds the address, else newly bound.
+    On failure the new ones are closed and a Failure names the address; ``have`` is left
+    as it was. Sockets of ``have`` that ``config`` no longer names are the caller's."""
+    have = have or {}
+    sockets: Sockets = {}
+    try:
+        for listener in config.listeners:
+            old = have.get(listener.address)
+            sockets[listener.address] = Bound(
+                old.sock if old is not None else bind(listener), listener.ssl)
+    except Failure:
+        for address, bound in sockets.items():
+            if address not in have:
+                bound.sock.close()
+        raise
+    return sockets
+
+
+def url_of(sock: socket.socket, tls: bool) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"

@@ -1,0 +1,374 @@
+"""The ``wsgate proxy`` master process: listening sockets, workers, and nginx's signals.
+
+The master binds every listening socket, forks the workers (:mod:`~wsgate.proxy.server`)
+and restarts one that dies. It never serves a connection. Its signals are nginx's:
+
+- SIGTERM, SIGINT: fast stop; SIGQUIT: graceful stop (passed on to the workers).
+- SIGHUP: reload. The file is read and everything it names opened first; if any of it
+  fails the old configuration stays, with one error line naming the file and the key.
+  Otherwise each worker swaps it in (open tunnels stay where they are), new listening
+  sockets are bound, removed ones closed, and workers are added or retired to match
+  ``worker_processes``.
+- SIGUSR1: reopen the log files. SIGUSR2: upgrade in place: once the installed code has
+  shown it starts, the master execs it, keeping its PID and its sockets; the new master
+  starts new workers, and the old workers hand their tunnels over and exit.
+
+The signals are blocked and taken one at a time with ``sigtimedwait``: no handler runs
+between two forks, and none is lost while one is being acted on. One that came while the
+command was loading (:mod:`wsgate.signals`) is acted on first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wsgate import runtime, sdnotify
+from wsgate.errors import Failure, UsageError
+from wsgate.proxy import channel, configfile, listeners, pidfile, preflight
+from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.errorlog import ALERT
+from wsgate.proxy.listeners import Bound, Sockets
+from wsgate.proxy.preflight import Resources
+from wsgate.proxy.server import Serving
+from wsgate.signals import PROXY_SIGNALS, Signals
+
+log = logging.getLogger(__name__)
+
+INHERIT = "WSGATE_INHERIT"
+"""What an upgraded master gets from the one it replaces: sockets and workers, as JSON."""
+STARTUP_GRACE = 2.0
+"""A worker that dies sooner than this after its start is broken, not unlucky: no respawn."""
+WAITED = (*PROXY_SIGNALS, signal.SIGCHLD)
+WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1)
+PROBE_TIMEOUT = 60.0
+
+
+@dataclass(slots=True)
+class WorkerHandle:
+    pid: int
+    control: socket.socket
+    started: float
+    retiring: bool = False
+    """Handing its tunnels over and exiting (old code, or one too many): not respawned."""
+
+
+class Master:
+    def __init__(self, config: ProxyConfig, path: str | None, argv: list[str],
+                 resources: Resources, sockets: Sockets) -> None:
+        self.config = config
+        self.path = path
+        self.argv = argv
+        self.resources = resources
+        self.sockets = sockets
+        self.workers: dict[int, WorkerHandle] = {}
+        self.stopping = False
+        self.status = 0
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def spawn(self) -> WorkerHandle:
+        """Fork a worker (the signals are blocked, here and in it until its loop runs)."""
+        ours, theirs = channel.pair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            self._become_worker(theirs)
+        theirs.close()
+        handle = WorkerHandle(pid, ours, time.monotonic())
+        self.workers[pid] = handle
+        return handle
+
+    def _become_worker(self, control: socket.socket) -> None:
+        status = 0
+        try:
+            for handle in self.workers.values():
+                handle.control.close()
+            own = Signals(WORKER_SIGNALS)
+            own.catch()
+            for signum in (signal.SIGHUP, signal.SIGUSR2):
+                signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            resources = self.resources
+            serving = Serving(self.config, dict(self.sockets), resources.tls,
+                              resources.access_log, resources.error_log, control)
+            runtime.run(serving.run(own))
+        except BaseException as error:
+            log.critical("worker %d failed: %s", os.getpid(), error)
+            status = 1
+        finally:
+            os._exit(status)
+
+    def _send(self, handle: WorkerHandle, kind: str, fields: dict[str, object] | None = None,
+              blob: bytes = b"", fds: list[int] | None = None) -> bool:
+        try:
+            channel.send(handle.control, kind, fields, blob, fds or [])
+        except OSError as error:  # it died meanwhile: reaping will say so
+            log.info("worker %d did not get %s: %s", handle.pid, kind, error)
+            return False
+        return True
+
+    def retire(self, old: WorkerHandle, to: WorkerHandle) -> None:
+        """Have ``old`` stop accepting and hand its tunnels to ``to``, then exit."""
+        old.retiring = True
+        give, take = channel.pair()
+        with give, take:
+            self._send(to, "takeover", fds=[take.fileno()])
+            self._send(old, "handover", fds=[give.fileno()])
+
+    def _running(self) -> list[WorkerHandle]:
+        return [handle for handle in self.workers.values() if not handle.retiring]
+
+    def signal_workers(self, signum: int) -> None:
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            handle = self.workers.pop(pid, None)
+            if handle is None:
+                continue
+            handle.control.close()
+            if self.stopping or handle.retiring:
+                continue
+            reason = _exit_reason(wait_status)
+            if time.monotonic() - handle.started < STARTUP_GRACE:
+                log.log(ALERT, "worker process %d %s at start-up; stopping", pid, reason)
+                self.status = 1
+                self.stop(signal.SIGTERM)
+                continue
+            log.log(ALERT, "worker process %d %s; started worker process %d in its place",
+                    pid, reason, self.spawn().pid)
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def stop(self, signum: int) -> None:
+        if not self.stopping:
+            self.stopping = True
+            sdnotify.stopping()
+        self.signal_workers(signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM)
+
+    def handle(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            self.stop(signum)
+        elif signum == signal.SIGCHLD or self.stopping:
+            return
+        elif signum == signal.SIGHUP:
+            self.reload()
+        elif signum == signal.SIGUSR1:
+            self.reopen()
+        elif signum == signal.SIGUSR2:
+            self.upgrade()
+
+    def _handle_safely(self, signum: int) -> None:
+        """A bug in acting on one signal must not take the master (and with it every
+        worker's supervision) down: say so and go on."""
+        try:
+            self.handle(signum)
+        except Exception:
+            log.critical("acting on signal %d failed", signum, exc_info=True)
+
+    def reload(self) -> None:
+        if self.path is None:
+            log.warning("reload: nothing to read again (started with flags, not -c)")
+            return
+        log.info("reloading %s", self.path)
+        sdnotify.reloading()
+        try:
+            config = configfile.load(self.path)
+            resources = preflight.open_resources(config)
+        except UsageError as error:
+            log.error("reload failed, still running the old configuration: %s", error)
+            sdnotify.ready()
+            return
+        try:
+            sockets = listeners.bind_all(config, self.sockets)
+        except Failure as error:
+            resources.close()
+            log.error("reload failed, still running the old configuration: %s: %s",
+                      self.path, error)
+            sdnotify.ready()
+            return
+        resources.error_log.install()
+        old_resources, old_sockets = self.resources, self.sockets
+        self.config, self.resources, self.sockets = config, resources, sockets
+        blob = pickle.dumps(config)
+        order = list(sockets.items())
+        fields: dict[str, object] = {
+            "listeners": [[address, bound.tls] for address, bound in order]}
+        fds = [bound.sock.fileno() for _address, bound in order]
+        for handle in self._running():
+            self._send(handle, "reload", fields=fields, blob=blob, fds=fds)
+        for address, bound in old_sockets.items():
+            if address not in sockets:
+                bound.sock.close()
+        old_resources.close()
+        self._match_worker_count()
+        log.info("reloaded %s", self.path)
+        sdnotify.ready()
+
+    def _match_worker_count(self) -> None:
+        running = self._running()
+        for _ in range(self.config.workers - len(running)):
+            self.spawn()
+        extra = running[self.config.workers:]
+        staying = running[:self.config.workers]
+        for index, handle in enumerate(extra):
+            self.retire(handle, staying[index % len(staying)])
+
+    def reopen(self) -> None:
+        try:
+            _access_log, error_log = preflight.open_logs(self.config)
+        except UsageError as error:
+            log.error("cannot reopen the logs: %s", error)
+        else:
+            _access_log.close()
+            error_log.install()
+            self.resources.error_log.close()
+            self.resources.error_log = error_log
+        self.signal_workers(signal.SIGUSR1)
+
+    def upgrade(self) -> None:
+        """Exec the code installed now in this process, once a dry run shows it starts."""
+        command = [sys.executable, "-m", "wsgate", *self.argv]
+        failure = _probe(command)
+        if failure is not None:
+            log.error("upgrade failed, the old processes keep serving: %s", failure)
+            return
+        inherit: dict[str, object] = {
+            "sockets": [[address, bound.sock.fileno(), bound.tls]
+                        for address, bound in self.sockets.items()],
+            "workers": [[handle.pid, handle.control.fileno()]
+                        for handle in self.workers.values()],
+        }
+        shared = [bound.sock for bound in self.sockets.values()]
+        shared += [handle.control for handle in self.workers.values()]
+        for sock in shared:
+            sock.set_inheritable(True)
+        log.info("upgrading: exec %s", " ".join(command))
+        environment = {**os.environ, INHERIT: json.dumps(inherit)}
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execve(sys.executable, command, environment)
+        except OSError as error:
+            log.error("upgrade failed, the old processes keep serving: %s", error)
+            for sock in shared:
+                sock.set_inheritable(False)
+
+    # -- the whole life ------------------------------------------------------------------------
+
+    def run(self, signals: Signals, announce: Callable[[], None],
+            old_workers: list[WorkerHandle]) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+        early = signals.take()
+        for handle in old_workers:
+            handle.retiring = True
+            self.workers[handle.pid] = handle
+        if self.config.pid is not None:
+            pidfile.write(self.config.pid)
+        for _ in range(self.config.workers):
+            self.spawn()
+        fresh = self._running()
+        for index, handle in enumerate(old_workers):
+            self.retire(handle, fresh[index % len(fresh)])
+        if old_workers:
+            log.info("upgraded: %d new workers; %d old ones handing over", len(fresh),
+                     len(old_workers))
+        else:
+            announce()
+        sdnotify.ready()
+        for signum in early:
+            self._handle_safely(signum)
+        try:
+            while self.workers:
+                info = signal.sigtimedwait(WAITED, 1.0)
+                if info is not None:
+                    self._handle_safely(info.si_signo)
+                self.reap()
+        finally:
+            if self.config.pid is not None:
+                pidfile.remove(self.config.pid, os.getpid())
+        return self.status
+
+
+def _probe(command: list[str]) -> str | None:
+    """Why the code installed now cannot run this configuration, or None if it can."""
+    steps = [[sys.executable, "-c", "import wsgate.proxy.master"], [*command, "--check"]]
+    for step in steps:
+        try:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+                                  stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return str(error)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            return lines[-1]
+    return None
+
+
+def inherited() -> tuple[Sockets, list[WorkerHandle]]:
+    """The sockets and workers an upgrade passed on (none on a fresh start)."""
+    text = os.environ.pop(INHERIT, None)
+    if text is None:
+        return {}, []
+    data = json.loads(text)
+    sockets: Sockets = {}
+    for address, fd, tls in data["sockets"]:
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        sockets[address] = Bound(sock, tls)
+    workers = []
+    for pid, fd in data["workers"]:
+        control = socket.socket(fileno=fd)
+        control.set_inheritable(False)
+        workers.append(WorkerHandle(pid, control, time.monotonic(), retiring=True))
+    return sockets, workers
+
+
+def run(config: ProxyConfig, path: str | None, argv: list[str], signals: Signals) -> int:
+    """Open what the config names, bind (or take over an old master's sockets), and serve
+    with ``config.workers`` processes until stopped."""
+    have, old_workers = inherited()
+    resources = preflight.open_resources(config)  # before forking: one error, not N
+    resources.error_log.install()
+    try:
+        sockets = listeners.bind_all(config, have)
+    except Failure:
+        resources.close()
+        raise
+    for address, bound in have.items():
+        if address not in sockets:
+            bound.sock.close()
+
+    def announce() -> None:
+        for bound in sockets.values():
+            print(f"Listening on {listeners.url_of(bound.sock, bound.tls)}")
+        sys.stdout.flush()
+
+    master = Master(config, path, argv, resources, sockets)
+    return master.run(signals, announce, old_workers)
+
+
+def _exit_reason(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"exited on signal {os.WTERMSIG(wait_status)}"
+    return f"exited with code {os.waitstatus_to_exitcode(wait_status)}"

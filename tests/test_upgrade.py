@@ -1,0 +1,181 @@
+"""SIGUSR2 upgrades ``wsgate proxy`` in place: the code installed now runs under the same
+PID, plain tunnels move to the new workers with nothing lost, no connection attempt fails,
+and no old process remains; a broken install changes nothing; a TLS tunnel stays in its
+old worker until ``worker_shutdown_timeout``, then gets Close 1001.
+
+The proxy runs from a copy of the package (PYTHONPATH), which a test edits as
+``pip install -U`` would, so the repository's own files are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from websockets.sync.client import connect
+
+import wsgate
+from conftest import Proc, Spawn
+from ops_helpers import (
+    Background,
+    Streams,
+    Upstream,
+    children,
+    wait_for,
+    write_config,
+)
+
+NEW_LINE = "upgraded to the new code: "
+
+
+@pytest.fixture
+def bg() -> Iterator[Background]:
+    background = Background()
+    yield background
+    background.close()
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Path:
+    """A copy of the package, importable through PYTHONPATH: the "installed" code."""
+    root = tmp_path / "site"
+    shutil.copytree(Path(wsgate.__file__).parent, root / "wsgate",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def start_from(wsgate_: Spawn, installed: Path, config: Path) -> tuple[Proc, int]:
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    proc = wsgate_(["proxy", "-c", str(config)], env=env)
+    port = int(proc.expect(r"Listening on https?://[^ ]+:(\d+)").group(1))
+    return proc, port
+
+
+def edit(installed: Path, module: str, old: str, new: str) -> None:
+    path = installed / "wsgate" / module
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def who(port: int, scheme: str = "ws", context: ssl.SSLContext | None = None) -> str:
+    with connect(f"{scheme}://127.0.0.1:{port}/", ssl=context, open_timeout=5) as ws:
+        ws.send("hi")
+        reply = ws.recv(timeout=5)
+    return str(reply).partition(":")[0]
+
+
+class Knocker:
+    """New connections, one after another, in a thread: every one must be answered."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.tries = 0
+        self.failures: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            self.tries += 1
+            try:
+                assert who(self.port) == "A"
+            except Exception as error:
+                self.failures.append(repr(error))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+
+def test_upgrade_moves_tunnels_to_new_code_under_the_same_pid(
+        wsgate: Spawn, tmp_path: Path, bg: Background, installed: Path) -> None:
+    a = bg.run(Upstream("A").start())
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address], extra='worker_processes = 2\nerror_log = "stderr info"')
+    proxy, port = start_from(wsgate, installed, config)
+    master = proxy.popen.pid
+    streams = Streams(bg, port, 20)
+    streams.open()
+    old = set(children(master))
+    assert len(old) == 2
+    edit(installed, "proxy/master.py", 'log.info("upgraded: ', f'log.info("{NEW_LINE}')
+    knocker = Knocker(port)
+    time.sleep(0.3)
+    proxy.signal(signal.SIGUSR2)
+    proxy.expect(NEW_LINE, timeout=30, stream="err")
+    wait_for(lambda: not old & set(children(master)), timeout=5, what="the old workers to exit")
+    assert len(children(master)) == 2
+    time.sleep(0.3)
+    knocker.stop()
+    assert knocker.failures == [] and knocker.tries > 5
+    assert proxy.popen.poll() is None  # the same process, now running the new code
+    streams.finish()
+    assert streams.dropped() == []
+    assert [s.first_disorder for s in streams.streams if s.disorder] == []
+    assert streams.total("echoed") == streams.total("sent")
+    proxy.signal(signal.SIGTERM)
+    assert proxy.popen.wait(timeout=15) == 0
+
+
+def test_a_broken_install_leaves_the_old_processes_serving(
+        wsgate: Spawn, tmp_path: Path, bg: Background, installed: Path) -> None:
+    a = bg.run(Upstream("A").start())
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address])
+    proxy, port = start_from(wsgate, installed, config)
+    streams = Streams(bg, port, 5)
+    streams.open()
+    workers = children(proxy.popen.pid)
+    edit(installed, "proxy/server.py", '"""One worker', 'this is not Python\n"""One worker')
+    proxy.signal(signal.SIGUSR2)
+    line = proxy.expect("upgrade failed", timeout=30, stream="err").string
+    assert "the old processes keep serving" in line and "Error" in line
+    assert children(proxy.popen.pid) == workers
+    assert who(port) == "A"
+    streams.finish()
+    assert streams.dropped() == [] and streams.total("echoed") == streams.total("sent")
+
+
+def test_a_tls_tunnel_stays_in_its_old_worker_then_gets_1001(
+        wsgate: Spawn, tmp_path: Path, bg: Background, installed: Path) -> None:
+    a = bg.run(Upstream("A").start())
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address], listen='"127.0.0.1:0 ssl"',
+                 extra=f'ssl_certificate = "{cert}"\nssl_certificate_key = "{key}"\n'
+                       'worker_shutdown_timeout = "2s"')
+    proxy, port = start_from(wsgate, installed, config)
+    master = proxy.popen.pid
+    [old] = children(master)
+    streams = Streams(bg, port, 3, context=context)
+    streams.open()
+    time.sleep(0.2)
+    began = time.monotonic()
+    proxy.signal(signal.SIGUSR2)
+    wait_for(lambda: len(children(master)) == 2, timeout=30, what="a new worker")
+    assert old in children(master)  # kept for its TLS tunnels
+    echoed = streams.total("echoed")
+    time.sleep(0.5)
+    assert streams.total("echoed") > echoed and streams.dropped() == []
+    wait_for(lambda: len(streams.dropped()) == 3, timeout=10, what="the TLS tunnels to end")
+    assert {stream.closed for stream in streams.streams} == {1001}
+    assert min(stream.closed_at for stream in streams.streams) - began > 1.5
+    wait_for(lambda: old not in children(master), timeout=5, what="the old worker to exit")
+    assert who(port, "wss", context) == "A"
+    assert streams.total("disorder") == 0
