@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 MAX_MESSAGE = 1 << 20
-MAX_FDS = 64
+MAX_FDS = 253  # Linux's SCM_MAX_FD: listening sockets of a reload
 
 
 

@@ -121,5 +121,6 @@ def header_end(data: bytes) -> int:
 
 def close_frame(code: int, reason: str) -> bytes:
     """An unmasked Close frame, as a server sends it (the proxy speaks as one to clients)."""
-    payload = struct.pack("!H", code) + reason.encode()[:123]
+    text = reason.encode()[:123].decode("utf-8", "ignore").encode()  # whole characters
+    payload = struct.pack("!H", code) + text
     return bytes((0x88, len(payload))) + payload

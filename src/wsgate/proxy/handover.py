@@ -27,7 +27,7 @@ from wsgate.proxy.directives import server as parse_server
 from wsgate.proxy.frames import Cursor
 from wsgate.proxy.tunnel import State, Tunnel
 from wsgate.proxy.upstreams import UpstreamGroup
-from wsgate.proxy.worker import TunnelRecord, Worker, drain
+from wsgate.proxy.worker import TunnelRecord, Worker
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ async def adopt(worker: Worker, message: channel.Message) -> None:
     tunnel.start(client_held.take(), upstream_held.take())
     if gone:
         upstream_config = worker.config.upstreams.get(name)
-        drain([tunnel], 0.0 if upstream_config is None else upstream_config.drain_timeout)
+        worker.drain([tunnel], 0.0 if upstream_config is None else upstream_config.drain_timeout)
 
 
 class Receiver:

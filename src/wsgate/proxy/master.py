@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 INHERIT = "WSGATE_INHERIT"
 """What an upgraded master gets from the one it replaces: sockets and workers, as JSON."""
 STARTUP_GRACE = 2.0
-"""A worker that dies sooner than this after its start is broken, not unlucky: no respawn."""
+"""A worker that dies this soon after the proxy started is broken, not unlucky: the proxy
+stops. Later, one that dies this soon after its own start is replaced only this much later."""
 WAITED = (*PROXY_SIGNALS, signal.SIGCHLD)
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1)
 PROBE_TIMEOUT = 60.0
@@ -74,6 +75,9 @@ class Master:
         self.workers: dict[int, WorkerHandle] = {}
         self.stopping = False
         self.status = 0
+        self.began = time.monotonic()
+        self.respawns: list[float] = []
+        """When to start a worker in place of one that died young."""
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -150,13 +154,24 @@ class Master:
             if self.stopping or handle.retiring:
                 continue
             reason = _exit_reason(wait_status)
-            if time.monotonic() - handle.started < STARTUP_GRACE:
+            now = time.monotonic()
+            if now - self.began < STARTUP_GRACE:
                 log.log(ALERT, "worker process %d %s at start-up; stopping", pid, reason)
                 self.status = 1
                 self.stop(signal.SIGTERM)
-                continue
-            log.log(ALERT, "worker process %d %s; started worker process %d in its place",
-                    pid, reason, self.spawn().pid)
+            elif now - handle.started < STARTUP_GRACE:  # no tight loop of crashing workers
+                log.log(ALERT, "worker process %d %s soon after its start; another in %gs",
+                        pid, reason, STARTUP_GRACE)
+                self.respawns.append(now + STARTUP_GRACE)
+            else:
+                log.log(ALERT, "worker process %d %s; started worker process %d in its place",
+                        pid, reason, self.spawn().pid)
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        while self.respawns and self.respawns[0] <= now and not self.stopping:
+            self.respawns.pop(0)
+            log.log(ALERT, "started worker process %d", self.spawn().pid)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -299,11 +314,12 @@ class Master:
         for signum in early:
             self._handle_safely(signum)
         try:
-            while self.workers:
-                info = signal.sigtimedwait(WAITED, 1.0)
+            while self.workers or (self.respawns and not self.stopping):
+                info = signal.sigtimedwait(WAITED, 0.5 if self.respawns else 1.0)
                 if info is not None:
                     self._handle_safely(info.si_signo)
                 self.reap()
+                self._respawn_due()
         finally:
             if self.config.pid is not None:
                 pidfile.remove(self.config.pid, os.getpid())

@@ -188,6 +188,10 @@ class Serving:
                 bound.sock.close()
             return
         servers = await self._listen(sockets)
+        if self.mode is not Mode.RUNNING:  # stopped while those were being set up
+            for server in servers:
+                server.close()
+            return
         old, self.servers, self.sockets = self.servers, servers, sockets
         for server in old:
             server.close()

@@ -95,8 +95,12 @@ class UpstreamEnd(TunnelEnd):
         self.received += n
         self.other.write(data)
         cursor = self.cursor
-        if cursor.left >= n:
-            cursor.left -= n
+        i = cursor.left
+        if i >= n:  # inside one frame
+            cursor.left = i - n
+        elif (n - i > 1 and data[i + 1] < 126 and i + 2 + data[i + 1] == n
+              and data[i] != 0x88 and not cursor.held):
+            cursor.left = 0  # the usual small message: one short frame ends the read
         else:
             cursor.advance(data)
 
@@ -125,9 +129,9 @@ class _Ending(asyncio.Protocol):
         if cut:
             end.data_received(data[:cut])
         self.passing = False
-        if self.frame is not None:
+        if self.frame is not None and not end.cursor.closed:  # the upstream's went first
             end.other.write(self.frame)
-            self.frame = None
+        self.frame = None
 
     def data_received(self, data: bytes) -> None:
         self.relay(data)

@@ -53,7 +53,8 @@ class TunnelRecord:
 class Worker:
     """What the connections of one worker share (see the module's docstring)."""
 
-    __slots__ = ("access_log", "config", "draining", "open", "pool", "routes", "tunnels")
+    __slots__ = ("access_log", "config", "draining", "drains", "open", "pool", "routes",
+                 "tunnels")
 
     def __init__(self, config: ProxyConfig, access_log: AccessLog) -> None:
         self.config = config
@@ -62,6 +63,8 @@ class Worker:
         self.access_log = access_log
         self.open: set[Open] = set()
         self.tunnels: dict[Tunnel, TunnelRecord] = {}
+        self.drains: dict[Tunnel, asyncio.TimerHandle] = {}
+        """The Close still to come of each tunnel being drained (a reload may call it off)."""
         self.draining = False
 
     def add_tunnel(self, tunnel: Tunnel, record: TunnelRecord) -> None:
@@ -70,6 +73,7 @@ class Worker:
 
     def tunnel_closed(self, tunnel: Tunnel) -> None:
         """One access-log line per WebSocket, at its close, with the bytes each way."""
+        self._call_off_drain(tunnel)
         record = self.tunnels.pop(tunnel, None)
         if record is None:
             return
@@ -82,9 +86,20 @@ class Worker:
 
     def forget(self, tunnel: Tunnel) -> TunnelRecord:
         """Stop counting a tunnel that moves to another process (no log line here)."""
+        self._call_off_drain(tunnel)
         record = self.tunnels.pop(tunnel)
         record.group.release(record.server)
         return record
+
+    def _call_off_drain(self, tunnel: Tunnel) -> None:
+        timer = self.drains.pop(tunnel, None)
+        if timer is not None:
+            timer.cancel()
+
+    def drain(self, tunnels: list[Tunnel], period: float) -> None:
+        """Close ``tunnels`` spread over ``period`` (:func:`drain`), unless a later reload
+        brings their server back."""
+        self.drains.update(zip(tunnels, drain(tunnels, period), strict=True))
 
     def apply(self, config: ProxyConfig, access_log: AccessLog) -> list[Tunnel]:
         """Swap in a new configuration (a reload); returns the tunnels whose server it
@@ -96,6 +111,7 @@ class Worker:
             if server is None:
                 removed.setdefault(record.group.name, []).append(tunnel)
                 continue
+            self._call_off_drain(tunnel)  # its server is back
             record.group.release(record.server)
             group = routes.groups[record.group.name]
             group.acquire(server)
@@ -106,8 +122,7 @@ class Worker:
         drained = []
         for name, tunnels in removed.items():
             upstream = config.upstreams.get(name) or before.upstreams[name]
-            period = upstream.drain_timeout
-            drain(tunnels, period)
+            self.drain(tunnels, upstream.drain_timeout)
             drained.extend(tunnels)
         return drained
 
@@ -122,11 +137,11 @@ def _same_server(routes: Routes, record: TunnelRecord) -> ServerState | None:
                  if server.address == address and not server.down), None)
 
 
-def drain(tunnels: list[Tunnel], period: float) -> None:
-    """Close ``tunnels`` with Close 1001, evenly spread over ``period`` seconds, oldest
-    first: the first now, the last at the end of the period."""
+def drain(tunnels: list[Tunnel], period: float) -> list[asyncio.TimerHandle]:
+    """Close ``tunnels`` with Close 1001, evenly spread over ``period`` seconds, in order:
+    the first now, the last at the end of the period."""
     loop = asyncio.get_running_loop()
     count = len(tunnels)
-    for index, tunnel in enumerate(tunnels):
-        delay = period * index / (count - 1) if count > 1 else 0.0
-        loop.call_later(delay, tunnel.going_away, 1001, DRAIN_REASON)
+    return [loop.call_later(period * index / (count - 1) if count > 1 else 0.0,
+                            tunnel.going_away, 1001, DRAIN_REASON)
+            for index, tunnel in enumerate(tunnels)]
