@@ -39,3 +39,22 @@ def test_suite_smoke_run_writes_the_report(tmp_path: Path) -> None:
     again = output.read_text()
     assert "notes before" in again and "notes after" in again
     assert again.count("### Goals") == 1
+
+
+@pytest.mark.timeout(120)
+def test_reload_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/reload.py in its short form: it runs, and wsgate loses nothing through a
+    reload and an upgrade (nginx's row is whatever nginx does)."""
+    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        if os.environ.get("CI"):
+            pytest.fail("nginx is required in CI (.ci/run installs nginx-light)")
+        pytest.skip("nginx is not installed")
+    output = tmp_path / "reload.md"
+    result = subprocess.run([sys.executable, str(SUITE.parent / "reload.py"), "--quick",
+                             "--output", str(output)],
+                            capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stderr
+    report = output.read_text()
+    assert "| nginx |" in report
+    assert "| wsgate proxy | 0 | 0 |" in report, report
+    assert "1 reload, 1 upgrade signalled" in report
