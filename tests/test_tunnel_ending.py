@@ -743,3 +743,46 @@ def test_a_reload_drains_a_tunnel_opened_through_a_client_connection(tmp_path: P
         assert old_server.active == 0
 
     asyncio.run(main())
+
+
+def test_going_away_after_the_upstream_half_closed_just_closes() -> None:
+    """The upstream sent FIN (passed on to the client with write_eof): no frame may follow
+    it, so going away closes instead of writing a Close."""
+    async def main() -> None:
+        rig = open_tunnel()
+        rig.upstream.feed(b"\x81\x02hi")
+        rig.upstream.feed_eof()
+        assert rig.client.take() == b"\x81\x02hi"
+        rig.tunnel.going_away()
+        await settle()
+        assert rig.tunnel.state is State.CLOSED and len(rig.closed) == 1
+        assert rig.client.take() == b""
+
+    asyncio.run(main())
+
+
+def test_a_second_reload_after_a_group_was_removed_keeps_draining(tmp_path: Path) -> None:
+    """Reload 1 removes the group its tunnels belong to; reload 2 (the group still gone)
+    neither fails nor reschedules them; reload 3 brings the server back and calls the
+    remaining closes off."""
+    async def main() -> None:
+        before = config_file(tmp_path, "before.toml", ["127.0.0.1:1"], drain_timeout="1s")
+        worker = Worker(before, CapturingLog())
+        tunnels = [proxied(worker, "127.0.0.1:1") for _ in range(3)]
+        other = tmp_path / "other.toml"
+        other.write_text('listen = ["127.0.0.1:0"]\n[upstream.other]\nserver = ["127.0.0.1:9"]\n'
+                         '[location."/"]\nproxy_pass = "http://other"\n')
+        worker.apply(configfile.load(other), CapturingLog())
+        first = dict(worker.drains)
+        assert len(first) == 3
+        worker.apply(configfile.load(other), CapturingLog())  # no KeyError
+        assert worker.drains == first  # the same schedule, not a second one
+        await settle()
+        assert tunnels[0].rig.tunnel.state is State.ENDING  # the first went at once
+        worker.apply(config_file(tmp_path, "back.toml", ["127.0.0.1:1"]), CapturingLog())
+        await asyncio.sleep(1.2)
+        assert [each.rig.tunnel.state for each in tunnels[1:]] == [State.OPEN, State.OPEN]
+        for each in tunnels:
+            each.rig.tunnel.abort()
+
+    asyncio.run(main())

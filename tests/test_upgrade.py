@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -179,3 +180,23 @@ def test_a_tls_tunnel_stays_in_its_old_worker_then_gets_1001(
     wait_for(lambda: old not in children(master), timeout=5, what="the old worker to exit")
     assert who(port, "wss", context) == "A"
     assert streams.total("disorder") == 0
+
+
+def test_an_upgrade_to_an_address_that_cannot_be_bound_changes_nothing(
+        wsgate: Spawn, tmp_path: Path, bg: Background, installed: Path) -> None:
+    """Checked before the exec, since after it there is no way back."""
+    a = bg.run(Upstream("A").start())
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address])
+    proxy, port = start_from(wsgate, installed, config)
+    workers = children(proxy.popen.pid)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        write_config(config, [a.address], listen=f'"127.0.0.1:{port}", "127.0.0.1:{taken}"')
+        proxy.signal(signal.SIGUSR2)
+        line = proxy.expect("upgrade failed", timeout=30, stream="err").string
+    assert f"cannot listen on 127.0.0.1:{taken}: address already in use" in line
+    assert children(proxy.popen.pid) == workers
+    assert who(port) == "A"

@@ -116,6 +116,10 @@ class TLSFiles:
     key: Path
 
 
+DRAIN_TIMEOUT = 10.0
+"""``drain_timeout``'s default (see :class:`UpstreamConfig`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     """An nginx ``upstream`` block: a named group of servers and how to spread clients over it."""
@@ -132,7 +136,7 @@ class UpstreamConfig:
     hash_key: str | None = directive("hash", d.hash_key, None, nginx="hash KEY")
     consistent: bool = directive("consistent", d.boolean, False, nginx="hash KEY consistent")
     keepalive: int = directive("keepalive", d.non_negative, 32)
-    drain_timeout: float = directive("drain_timeout", d.optional_duration, 10.0,
+    drain_timeout: float = directive("drain_timeout", d.optional_duration, DRAIN_TIMEOUT,
                                      nginx="(none: nginx cuts them)")
     """When a reload removes a server, its tunnels get Close 1001 spread evenly over this,
     so their clients do not all reconnect at once. 10 s spreads 10,000 reconnects to 1,000

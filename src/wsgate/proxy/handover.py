@@ -16,9 +16,12 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import random
 import socket
+from collections.abc import Callable
 from typing import Any, cast
 
 from wsgate.proxy import channel
@@ -27,7 +30,7 @@ from wsgate.proxy.directives import server as parse_server
 from wsgate.proxy.frames import Cursor
 from wsgate.proxy.tunnel import State, Tunnel
 from wsgate.proxy.upstreams import UpstreamGroup
-from wsgate.proxy.worker import TunnelRecord, Worker
+from wsgate.proxy.worker import DEFAULT_DRAIN, TunnelRecord, Worker
 
 log = logging.getLogger(__name__)
 
@@ -41,36 +44,51 @@ def _fd(transport: asyncio.Transport) -> int:
     return cast(int, sock.fileno())
 
 
-async def hand_over(worker: Worker, peer: socket.socket) -> list[Tunnel]:
-    """Send every plain, open tunnel of ``worker`` to ``peer``; returns those that could
-    not go (their peer took nothing for DRAIN_WAIT), running again."""
+class PeerGone(Exception):
+    """The worker that was taking the tunnels is gone: send no more there."""
+
+
+async def hand_over(worker: Worker, peer: socket.socket,
+                    retiring: Callable[[], bool]) -> list[Tunnel]:
+    """Send every plain, open tunnel of ``worker`` to ``peer``, while ``retiring()``;
+    returns those that could not go (their peer took nothing for DRAIN_WAIT), running
+    again. A half-closed tunnel is ending: it stays. Raises PeerGone (every tunnel then
+    running again) when ``peer`` no longer takes any."""
     loop = asyncio.get_running_loop()
     waiting = [tunnel for tunnel, record in worker.tunnels.items()
-               if not record.tls and tunnel.state is State.OPEN]
+               if not record.tls and _movable(tunnel)]
     for tunnel in waiting:
         tunnel.freeze()
     deadline = loop.time() + DRAIN_WAIT
-    while waiting:
-        left = []
+    try:
+        while waiting and retiring():
+            left = []
+            for tunnel in waiting:
+                if tunnel.state is not State.FROZEN or not _movable(tunnel):
+                    tunnel.thaw()
+                elif not tunnel.drained():
+                    left.append(tunnel)
+                else:
+                    _send(worker, tunnel, peer)
+            waiting = left
+            if not waiting or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.005)
+    finally:
         for tunnel in waiting:
-            if tunnel.state is not State.FROZEN:
-                continue  # it ended meanwhile
-            if not tunnel.drained():
-                left.append(tunnel)
-            elif not _send(worker, tunnel, peer):
-                tunnel.thaw()
-        waiting = left
-        if not waiting or loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.005)
-    for tunnel in waiting:
-        tunnel.thaw()
+            tunnel.thaw()
     return waiting
 
 
-def _send(worker: Worker, tunnel: Tunnel, peer: socket.socket) -> bool:
+def _movable(tunnel: Tunnel) -> bool:
+    return (tunnel.state in (State.OPEN, State.FROZEN)
+            and not tunnel.client.closing and not tunnel.upstream.closing)
+
+
+def _send(worker: Worker, tunnel: Tunnel, peer: socket.socket) -> None:
     record = worker.tunnels[tunnel]
     cursor = tunnel.upstream.cursor
+    timer = worker.drains.get(tunnel)
     state = {
         "group": record.group.name,
         "server": record.server.address,
@@ -83,33 +101,45 @@ def _send(worker: Worker, tunnel: Tunnel, peer: socket.socket) -> bool:
         "left": cursor.left,
         "held": base64.b64encode(cursor.held).decode(),
         "closed": cursor.closed,
+        "drain_in": (None if timer is None
+                     else max(0.0, timer.when() - asyncio.get_running_loop().time())),
     }
-    fds = [os.dup(_fd(tunnel.client.transport)), os.dup(_fd(tunnel.upstream.transport))]
+    fds: list[int] = []
     try:
+        fds.append(os.dup(_fd(tunnel.client.transport)))
+        fds.append(os.dup(_fd(tunnel.upstream.transport)))
         channel.send(peer, TUNNEL, state, fds=fds)
     except OSError as error:
+        tunnel.thaw()
+        if error.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+            raise PeerGone from None
         log.error("could not hand a tunnel over: %s", error.strerror or error)
-        return False
+        return
     finally:
         for fd in fds:
             os.close(fd)
     worker.forget(tunnel)
     tunnel.detach()
-    return True
 
 
 class _Held(asyncio.Protocol):
-    """A received socket's protocol until its tunnel takes it: reading stops as soon as it
-    can, and what the loop read before that is kept for the tunnel."""
+    """A received socket's protocol until its tunnel takes it: what the loop reads before
+    reading is paused, and an EOF or a close meanwhile, are kept for the tunnel."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.Transport, transport).pause_reading()
+        self.eof = False
+        self.lost = False
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # half-open: the tunnel passes the EOF on
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
 
     def take(self) -> bytes:
         data = b"".join(self.chunks)
@@ -117,26 +147,44 @@ class _Held(asyncio.Protocol):
         return data
 
 
+async def _accept(sock: socket.socket) -> tuple[asyncio.Transport, _Held]:
+    loop = asyncio.get_running_loop()
+    transport, held = await loop.connect_accepted_socket(_Held, sock)
+    transport.pause_reading()  # uvloop starts reading after connection_made
+    return transport, held
+
+
 async def adopt(worker: Worker, message: channel.Message) -> None:
     """Rebuild a tunnel another worker sent, counted against this worker's server of the
-    same name and address; if that server is no longer configured, drain it at once."""
-    loop = asyncio.get_running_loop()
+    same name and address; if that server is no longer configured, it is drained."""
     fields: dict[str, Any] = message.fields
     socks = [socket.socket(fileno=fd) for fd in message.fds]
+    transports: list[asyncio.Transport] = []
     try:
-        client, client_held = await loop.connect_accepted_socket(_Held, socks[0])
-    except OSError:
-        for sock in socks:
+        client, client_held = await _accept(socks[0])
+        transports.append(client)
+        upstream, upstream_held = await _accept(socks[1])
+        transports.append(upstream)
+        tunnel = _rebuild(worker, fields, client, upstream)
+    except Exception as error:  # a socket that died in flight, or a bad message
+        log.error("could not take a tunnel over: %s", error)
+        for transport in transports:
+            transport.abort()
+        for sock in socks[len(transports):]:
             sock.close()
         return
-    try:
-        upstream, upstream_held = await loop.connect_accepted_socket(_Held, socks[1])
-    except OSError:
-        client.abort()
-        socks[1].close()
-        return
-    tunnel = Tunnel(client, upstream,
-                    fields["read_timeout"], fields["send_timeout"], worker.tunnel_closed)
+    tunnel.start(client_held.take(), upstream_held.take())
+    for end, held in ((tunnel.client, client_held), (tunnel.upstream, upstream_held)):
+        if held.lost:
+            end.connection_lost(None)
+        elif held.eof:
+            end.eof_received()
+
+
+def _rebuild(worker: Worker, fields: dict[str, Any], client: asyncio.Transport,
+             upstream: asyncio.Transport) -> Tunnel:
+    tunnel = Tunnel(client, upstream, fields["read_timeout"], fields["send_timeout"],
+                    worker.tunnel_closed)
     tunnel.client.received = fields["client_received"]
     tunnel.upstream.received = fields["upstream_received"]
     tunnel.upstream.cursor = Cursor(fields["left"], base64.b64decode(fields["held"]),
@@ -146,18 +194,21 @@ async def adopt(worker: Worker, message: channel.Message) -> None:
     server = None if group is None else next(
         (candidate for candidate in group.servers
          if candidate.address == address and not candidate.down), None)
-    gone = server is None
+    drain_in: float | None = fields.get("drain_in")
     if group is None or server is None:
         group = UpstreamGroup(name, (parse_server(address),))
         server = group.servers[0]
+        if drain_in is None:  # removed by this worker's configuration: spread them too
+            upstream_config = worker.config.upstreams.get(name)
+            period = DEFAULT_DRAIN if upstream_config is None else upstream_config.drain_timeout
+            drain_in = random.uniform(0.0, period)
     group.acquire(server)
     record = TunnelRecord(group, server, Entry(**fields["entry"]), fields["started"], False,
                           fields["read_timeout"], fields["send_timeout"])
     worker.add_tunnel(tunnel, record)
-    tunnel.start(client_held.take(), upstream_held.take())
-    if gone:
-        upstream_config = worker.config.upstreams.get(name)
-        worker.drain([tunnel], 0.0 if upstream_config is None else upstream_config.drain_timeout)
+    if drain_in is not None:
+        worker.drain_at(tunnel, drain_in)
+    return tunnel
 
 
 class Receiver:
@@ -190,7 +241,14 @@ class Receiver:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    @property
+    def busy(self) -> bool:
+        """Tunnels may still come (the sender has not closed), or are being rebuilt."""
+        return self.sock.fileno() >= 0 or bool(self.tasks)
+
     def close(self) -> None:
+        if self.sock.fileno() < 0:
+            return
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()

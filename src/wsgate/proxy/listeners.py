@@ -10,6 +10,7 @@ refuses a connection.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -55,18 +56,42 @@ def bind_all(config: ProxyConfig, have: Sockets | None = None) -> Sockets:
     On failure the new ones are closed and a Failure names the address; ``have`` is left
     as it was. Sockets of ``have`` that ``config`` no longer names are the caller's."""
     have = have or {}
+    held = {id(bound.sock) for bound in have.values()}
     sockets: Sockets = {}
     try:
         for listener in config.listeners:
-            old = have.get(listener.address)
+            old = held_for(have, listener)
             sockets[listener.address] = Bound(
                 old.sock if old is not None else bind(listener), listener.ssl)
     except Failure:
-        for address, bound in sockets.items():
-            if address not in have:
+        for bound in sockets.values():
+            if id(bound.sock) not in held:
                 bound.sock.close()
         raise
     return sockets
+
+
+def held_for(have: Sockets, listener: Listener) -> Bound | None:
+    """The socket of ``have`` that serves ``listener``: the same address as written, or,
+    for a fixed port, the same address as bound (``:8080`` and ``0.0.0.0:8080`` alike)."""
+    same = have.get(listener.address)
+    if same is not None or listener.port == 0:
+        return same
+    try:
+        wanted = (ipaddress.ip_address(listener.host or "0.0.0.0"), listener.port)
+    except ValueError:  # a name, not an address: only the same spelling matches
+        return None
+    for bound in have.values():
+        host, port = bound.sock.getsockname()[:2]
+        if (ipaddress.ip_address(host.split("%", 1)[0]), port) == wanted:
+            return bound
+    return None
+
+
+def unused(have: Sockets, kept: Sockets) -> list[socket.socket]:
+    """The sockets of ``have`` that ``kept`` does not use any more."""
+    used = {id(bound.sock) for bound in kept.values()}
+    return [bound.sock for bound in have.values() if id(bound.sock) not in used]
 
 
 def url_of(sock: socket.socket, tls: bool) -> str:

@@ -93,6 +93,17 @@ class Master:
         self.workers[pid] = handle
         return handle
 
+    def spawn_or_later(self) -> WorkerHandle | None:
+        """:meth:`spawn`, or, if the system refuses (no memory, no descriptors), one line
+        and another try in STARTUP_GRACE."""
+        try:
+            return self.spawn()
+        except OSError as error:
+            log.log(ALERT, "cannot start a worker process: %s; trying again in %gs",
+                    error.strerror or error, STARTUP_GRACE)
+            self.respawns.append(time.monotonic() + STARTUP_GRACE)
+            return None
+
     def _become_worker(self, control: socket.socket) -> None:
         status = 0
         try:
@@ -164,14 +175,19 @@ class Master:
                         pid, reason, STARTUP_GRACE)
                 self.respawns.append(now + STARTUP_GRACE)
             else:
-                log.log(ALERT, "worker process %d %s; started worker process %d in its place",
-                        pid, reason, self.spawn().pid)
+                fresh = self.spawn_or_later()
+                if fresh is not None:
+                    log.log(ALERT, "worker process %d %s; started worker process %d in its "
+                            "place", pid, reason, fresh.pid)
+                else:
+                    log.log(ALERT, "worker process %d %s", pid, reason)
 
     def _respawn_due(self) -> None:
         now = time.monotonic()
         while self.respawns and self.respawns[0] <= now and not self.stopping:
             self.respawns.pop(0)
-            log.log(ALERT, "started worker process %d", self.spawn().pid)
+            if self.spawn_or_later() is not None:
+                log.log(ALERT, "started a worker process in place of one that died")
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -222,6 +238,19 @@ class Master:
                       self.path, error)
             sdnotify.ready()
             return
+        if config.pid != self.config.pid:
+            try:
+                if config.pid is not None:
+                    pidfile.write(config.pid)
+            except Failure as error:
+                resources.close()
+                for sock in listeners.unused(sockets, self.sockets):
+                    sock.close()
+                log.error("reload failed, still running the old configuration: %s", error)
+                sdnotify.ready()
+                return
+            if self.config.pid is not None:
+                pidfile.remove(self.config.pid, os.getpid())
         resources.error_log.install()
         old_resources, old_sockets = self.resources, self.sockets
         self.config, self.resources, self.sockets = config, resources, sockets
@@ -232,9 +261,8 @@ class Master:
         fds = [bound.sock.fileno() for _address, bound in order]
         for handle in self._running():
             self._send(handle, "reload", fields=fields, blob=blob, fds=fds)
-        for address, bound in old_sockets.items():
-            if address not in sockets:
-                bound.sock.close()
+        for sock in listeners.unused(old_sockets, sockets):
+            sock.close()
         old_resources.close()
         self._match_worker_count()
         log.info("reloaded %s", self.path)
@@ -242,10 +270,12 @@ class Master:
 
     def _match_worker_count(self) -> None:
         running = self._running()
-        for _ in range(self.config.workers - len(running)):
-            self.spawn()
+        for _ in range(self.config.workers - len(running) - len(self.respawns)):
+            self.spawn_or_later()
         extra = running[self.config.workers:]
         staying = running[:self.config.workers]
+        if not staying:  # the new workers could not start: keep the old ones
+            return
         for index, handle in enumerate(extra):
             self.retire(handle, staying[index % len(staying)])
 
@@ -264,7 +294,7 @@ class Master:
     def upgrade(self) -> None:
         """Exec the code installed now in this process, once a dry run shows it starts."""
         command = [sys.executable, "-m", "wsgate", *self.argv]
-        failure = _probe(command)
+        failure = self._cannot_start_anew() or _probe(command)
         if failure is not None:
             log.error("upgrade failed, the old processes keep serving: %s", failure)
             return
@@ -289,6 +319,24 @@ class Master:
             for sock in shared:
                 sock.set_inheritable(False)
 
+    def _cannot_start_anew(self) -> str | None:
+        """What would stop the new master after the exec, where the dry run cannot see it:
+        a new listening address that cannot be bound. (Once exec'd, this process cannot
+        come back, so this is checked here, while it still can.)"""
+        if self.path is None:
+            return None
+        try:
+            config = configfile.load(self.path)
+        except UsageError as error:
+            return str(error)
+        for listener in config.listeners:
+            if listeners.held_for(self.sockets, listener) is None:
+                try:
+                    listeners.bind(listener).close()
+                except Failure as error:
+                    return str(error)
+        return None
+
     # -- the whole life ------------------------------------------------------------------------
 
     def run(self, signals: Signals, announce: Callable[[], None],
@@ -300,10 +348,12 @@ class Master:
             self.workers[handle.pid] = handle
         if self.config.pid is not None:
             pidfile.write(self.config.pid)
+        if old_workers:  # a new worker that dies young must not stop the old ones
+            self.began = float("-inf")
         for _ in range(self.config.workers):
-            self.spawn()
+            self.spawn_or_later()
         fresh = self._running()
-        for index, handle in enumerate(old_workers):
+        for index, handle in enumerate(old_workers if fresh else []):
             self.retire(handle, fresh[index % len(fresh)])
         if old_workers:
             log.info("upgraded: %d new workers; %d old ones handing over", len(fresh),
@@ -371,9 +421,8 @@ def run(config: ProxyConfig, path: str | None, argv: list[str], signals: Signals
     except Failure:
         resources.close()
         raise
-    for address, bound in have.items():
-        if address not in sockets:
-            bound.sock.close()
+    for sock in listeners.unused(have, sockets):
+        sock.close()
 
     def announce() -> None:
         for bound in sockets.values():

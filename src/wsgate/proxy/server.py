@@ -114,17 +114,24 @@ class Serving:
                 asyncio.get_running_loop().remove_reader(self.control.fileno())
                 self.stop(Mode.GRACEFUL)
                 return
-            if message.kind == "reload":
-                self.reload(message)
-            elif message.kind == "handover":
-                self.peer = socket.socket(fileno=message.fds[0])
-                self.stop(Mode.RETIRING)
-            elif message.kind == "takeover":
-                sock = socket.socket(fileno=message.fds[0])
-                self.receivers.append(handover.Receiver(self.worker, sock))
-            else:
-                for fd in message.fds:
-                    os.close(fd)
+            try:
+                self._act(message)
+            except Exception as error:  # a bug here must not end the worker's serving
+                log.critical("worker %d could not act on the master's %s: %r", os.getpid(),
+                             message.kind, error)
+
+    def _act(self, message: channel.Message) -> None:
+        if message.kind == "reload":
+            self.reload(message)
+        elif message.kind == "handover":
+            self.peer = socket.socket(fileno=message.fds[0])
+            self.stop(Mode.RETIRING)
+        elif message.kind == "takeover":
+            sock = socket.socket(fileno=message.fds[0])
+            self.receivers.append(handover.Receiver(self.worker, sock))
+        else:
+            for fd in message.fds:
+                os.close(fd)
 
     def reload(self, message: channel.Message) -> None:
         """The master's checked configuration, with every listening socket it names."""
@@ -234,8 +241,9 @@ class Serving:
         begun = loop.time()
         deadline = begun + timeout if timeout > 0 else float("inf")
         hard_end = float("inf")
+        fast_since: float | None = None
         kept: set[Tunnel] = set()
-        while worker.open or worker.tunnels:
+        while worker.open or worker.tunnels or any(r.busy for r in self.receivers):
             now = loop.time()
             if now >= hard_end:
                 break
@@ -245,25 +253,45 @@ class Serving:
                 for tunnel in list(worker.tunnels):
                     tunnel.going_away(1001, SHUTDOWN_REASON)
                 if self.mode is Mode.FAST:
-                    hard_end = min(deadline, begun + CLOSE_TIMEOUT)
+                    fast_since = now if fast_since is None else fast_since
+                    hard_end = min(deadline, fast_since + CLOSE_TIMEOUT)
                 else:
                     hard_end = min(hard_end, deadline + CLOSE_GRACE)
                 if now >= deadline:
                     for conn in list(worker.open):
                         conn.abort()
             elif self.mode is Mode.RETIRING and self.peer is not None:
-                movable = [tunnel for tunnel, record in worker.tunnels.items()
-                           if not record.tls and tunnel not in kept
-                           and tunnel.state is State.OPEN]
-                if movable:
-                    kept.update(await handover.hand_over(worker, self.peer))
+                await self._hand_over(kept)
             await asyncio.sleep(POLL)
         for tunnel in list(worker.tunnels):
             tunnel.abort()
         for conn in list(worker.open):
             conn.abort()
         worker.pool.close_all()
-        if self.peer is not None:
-            self.peer.close()
+        self._drop_peer()
         for receiver in self.receivers:
             receiver.close()
+
+    async def _hand_over(self, kept: set[Tunnel]) -> None:
+        """One pass of moving tunnels to the peer; the peer is let go once nothing more
+        can come (no request in flight that could become a tunnel)."""
+        assert self.peer is not None
+        worker = self.worker
+        movable = [tunnel for tunnel, record in worker.tunnels.items()
+                   if not record.tls and tunnel not in kept and tunnel.state is State.OPEN]
+        if movable:
+            try:
+                kept.update(await handover.hand_over(
+                    worker, self.peer, lambda: self.mode is Mode.RETIRING))
+            except handover.PeerGone:
+                log.error("the worker taking this one's tunnels is gone; they stay here "
+                          "until worker_shutdown_timeout")
+                self._drop_peer()
+                return
+        if not worker.open and self.mode is Mode.RETIRING:
+            self._drop_peer()
+
+    def _drop_peer(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None

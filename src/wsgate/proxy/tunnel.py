@@ -124,7 +124,8 @@ class _Ending(asyncio.Protocol):
         end = self.end
         cut = end.cursor.boundary_in(data)
         if cut > len(data):
-            end.data_received(data)
+            if data:
+                end.data_received(data)
             return
         if cut:
             end.data_received(data[:cut])
@@ -233,6 +234,9 @@ class Tunnel:
         frame in flight; the client's answer still goes upstream, so the server sees the
         close too; the sockets close when the upstream is done, or after CLOSE_TIMEOUT."""
         if self.state is State.CLOSED or self.state is State.ENDING:
+            return
+        if self.upstream.closing or self.client.transport.is_closing():
+            self.close()  # the stream to the client has ended: no frame can follow it
             return
         if self.state is State.FROZEN:
             self.thaw()

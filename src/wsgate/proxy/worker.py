@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wsgate.proxy.accesslog import AccessLog, Entry
-from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.config import DRAIN_TIMEOUT, ProxyConfig
 from wsgate.proxy.pool import Pool
 from wsgate.proxy.routes import Routes
 from wsgate.proxy.servers import ServerState
-from wsgate.proxy.tunnel import Tunnel
+from wsgate.proxy.tunnel import State, Tunnel
 from wsgate.proxy.upstreams import UpstreamGroup
 
 DRAIN_REASON = "upstream server removed"
+DEFAULT_DRAIN = DRAIN_TIMEOUT
+"""``drain_timeout`` where no group says otherwise (the directive's own default)."""
 
 
 class Open(Protocol):
@@ -98,8 +100,16 @@ class Worker:
 
     def drain(self, tunnels: list[Tunnel], period: float) -> None:
         """Close ``tunnels`` spread over ``period`` (:func:`drain`), unless a later reload
-        brings their server back."""
+        brings their server back. Those already on their way out keep their schedule."""
+        tunnels = [tunnel for tunnel in tunnels
+                   if tunnel not in self.drains and tunnel.state is not State.ENDING]
         self.drains.update(zip(tunnels, drain(tunnels, period), strict=True))
+
+    def drain_at(self, tunnel: Tunnel, delay: float) -> None:
+        """Close one tunnel with Close 1001 after ``delay`` (its place in a spread)."""
+        self._call_off_drain(tunnel)
+        self.drains[tunnel] = asyncio.get_running_loop().call_later(
+            delay, tunnel.going_away, 1001, DRAIN_REASON)
 
     def apply(self, config: ProxyConfig, access_log: AccessLog) -> list[Tunnel]:
         """Swap in a new configuration (a reload); returns the tunnels whose server it
@@ -121,8 +131,8 @@ class Worker:
         self.pool.close_all()  # idle keep-alive connections may be to removed servers
         drained = []
         for name, tunnels in removed.items():
-            upstream = config.upstreams.get(name) or before.upstreams[name]
-            self.drain(tunnels, upstream.drain_timeout)
+            upstream = config.upstreams.get(name) or before.upstreams.get(name)
+            self.drain(tunnels, DEFAULT_DRAIN if upstream is None else upstream.drain_timeout)
             drained.extend(tunnels)
         return drained
 
