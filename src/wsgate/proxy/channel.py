@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-MAX_MESSAGE = 1 << 20
+MAX_MESSAGE = 1 << 18  # a reload's pickled config; the socket buffer allows about this
 MAX_FDS = 253  # Linux's SCM_MAX_FD: listening sockets of a reload
 
 

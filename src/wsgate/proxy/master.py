@@ -130,7 +130,8 @@ class Master:
         try:
             channel.send(handle.control, kind, fields, blob, fds or [])
         except OSError as error:  # it died meanwhile: reaping will say so
-            log.info("worker %d did not get %s: %s", handle.pid, kind, error)
+            log.error("worker process %d did not get the %s message: %s", handle.pid, kind,
+                      error.strerror or error)
             return False
         return True
 

@@ -216,7 +216,7 @@ class Tunnel:
     def _tick(self) -> None:
         """Close after ``read_timeout`` with no byte either way, as nginx's tunnel does."""
         moved = self.client.received + self.upstream.received
-        if moved != self._last:
+        if moved != self._last or self.state is State.FROZEN:  # frozen is not idle
             self._last = moved
             self._idle = 0
         else:
