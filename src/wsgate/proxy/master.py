@@ -65,6 +65,9 @@ class WorkerHandle:
 
 
 class Master:
+    """The master's state: the configuration in force, its sockets and resources (what a
+    new worker inherits), the workers, and what is due (respawns)."""
+
     def __init__(self, config: ProxyConfig, path: str | None, argv: list[str],
                  resources: Resources, sockets: Sockets) -> None:
         self.config = config
@@ -84,7 +87,12 @@ class Master:
     def spawn(self) -> WorkerHandle:
         """Fork a worker (the signals are blocked, here and in it until its loop runs)."""
         ours, theirs = channel.pair()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             ours.close()
             self._become_worker(theirs)
