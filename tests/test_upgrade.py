@@ -200,3 +200,27 @@ def test_an_upgrade_to_an_address_that_cannot_be_bound_changes_nothing(
     assert f"cannot listen on 127.0.0.1:{taken}: address already in use" in line
     assert children(proxy.popen.pid) == workers
     assert who(port) == "A"
+
+
+def test_new_workers_that_cannot_start_leave_the_old_ones_serving(
+        wsgate: Spawn, tmp_path: Path, bg: Background, installed: Path) -> None:
+    """The new code imports and checks the file, but its workers die at once: the old
+    workers are not told to hand over, and keep every tunnel."""
+    a = bg.run(Upstream("A").start())
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address], extra="worker_processes = 2")
+    proxy, port = start_from(wsgate, installed, config)
+    master = proxy.popen.pid
+    workers = set(children(master))
+    streams = Streams(bg, port, 5)
+    streams.open()
+    edit(installed, "proxy/server.py", "        self.servers = await self._listen(self.sockets)",
+         '        raise RuntimeError("this worker cannot start")')
+    proxy.signal(signal.SIGUSR2)
+    proxy.expect("no new worker started; the old ones keep serving", timeout=30, stream="err")
+    wait_for(lambda: set(children(master)) == workers, what="only the old workers")
+    time.sleep(0.5)
+    assert who(port) == "A"
+    streams.finish()
+    assert streams.dropped() == [] and streams.total("echoed") == streams.total("sent")
+    assert proxy.popen.poll() is None

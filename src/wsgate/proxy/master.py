@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -53,6 +54,8 @@ stops. Later, one that dies this soon after its own start is replaced only this 
 WAITED = (*PROXY_SIGNALS, signal.SIGCHLD)
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1)
 PROBE_TIMEOUT = 60.0
+READY_TIMEOUT = 10.0
+"""How long a new worker may take to start accepting after an upgrade."""
 
 
 @dataclass(slots=True)
@@ -361,12 +364,21 @@ class Master:
             self.began = float("-inf")
         for _ in range(self.config.workers):
             self.spawn_or_later()
-        fresh = self._running()
+        fresh = [handle for handle in self._running() if old_workers and _ready(handle)]
         for index, handle in enumerate(old_workers if fresh else []):
             self.retire(handle, fresh[index % len(fresh)])
-        if old_workers:
+        if old_workers and fresh:
             log.info("upgraded: %d new workers; %d old ones handing over", len(fresh),
                      len(old_workers))
+        elif old_workers:
+            log.error("upgrade: no new worker started; the old ones keep serving")
+            for handle in self._running():
+                handle.retiring = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.pid, signal.SIGTERM)
+            self.respawns.clear()
+            for handle in old_workers:
+                handle.retiring = False
         else:
             announce()
         sdnotify.ready()
@@ -383,6 +395,27 @@ class Master:
             if self.config.pid is not None:
                 pidfile.remove(self.config.pid, os.getpid())
         return self.status
+
+
+def _ready(handle: WorkerHandle) -> bool:
+    """Wait until a new worker accepts (it says "ready"), for READY_TIMEOUT at most: old
+    workers stop accepting only once a new one does."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([handle.control], [], [], left)
+        if not readable:
+            break
+        try:
+            message = channel.receive(handle.control)
+        except OSError:
+            return False
+        if message is None:
+            return False
+        for fd in message.fds:
+            os.close(fd)
+        if message.kind == "ready":
+            return True
+    return False
 
 
 def _probe(command: list[str]) -> str | None:

@@ -219,6 +219,9 @@ class Serving:
             self.control.setblocking(False)
             loop.add_reader(self.control.fileno(), self._control_readable)
         self.servers = await self._listen(self.sockets)
+        if self.control is not None:  # the master hands old workers' tunnels over only now
+            with contextlib.suppress(OSError):
+                channel.send(self.control, "ready")
         if ready is not None:
             ready()
         await self.stopped.wait()
