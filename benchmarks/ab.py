@@ -1,0 +1,102 @@
+"""Two builds of wsgate proxy against each other: did a change cost speed?
+
+Usage: python benchmarks/ab.py OLD_WSGATE NEW_WSGATE [--rounds 8] [--connections 50]
+                               [--size 32] [--seconds 5] [--storm 3000]
+
+OLD_WSGATE and NEW_WSGATE are two ``wsgate`` executables (e.g. a virtualenv with the
+previous commit installed: ``git worktree add /tmp/old HEAD~1 && python -m venv
+/tmp/old/.venv && /tmp/old/.venv/bin/pip install /tmp/old``). Both proxy the same two
+upstream ports of one ``wsgate echo`` process, with the config of the benchmark suite
+(one worker, access log to a file). Each round measures both, old and new in ABBA order
+(the second of two runs reads a few per cent worse on two shared cores), with this
+checkout's ``wsgate bench``: messages/s and the proxy's CPU per 100k messages (all its
+processes, from /proc, over the measured window) at ``--size`` bytes and ``--connections``;
+then handshakes/s (``--mode storm``). Medians, and every run, on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import suite
+
+TOML = """\
+listen = ["127.0.0.1:{port}"]
+worker_processes = 1
+access_log = "{folder}/{name}-access.log"
+
+[upstream.websocket]
+server = ["127.0.0.1:{up1}", "127.0.0.1:{up2}"]
+
+[location."/"]
+proxy_pass = "http://websocket"
+proxy_read_timeout = "300s"
+"""
+
+
+def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int]) -> suite.Service:
+    port = suite.free_port()
+    config = folder / f"{name}.toml"
+    config.write_text(TOML.format(port=port, folder=folder, name=name, up1=upstreams[0],
+                                  up2=upstreams[1]))
+    return suite.Service(name, [wsgate, "proxy", "-c", str(config)], port)
+
+
+def one_run(service: suite.Service, args: argparse.Namespace) -> tuple[float, float, float]:
+    """messages/s, proxy CPU seconds per 100k messages, handshakes/s."""
+    service.start()
+    try:
+        url = f"ws://127.0.0.1:{service.port}/"
+        pids = service.pids()
+        before = suite.cpu_seconds(pids)
+        result = suite.bench(url, "-c", str(args.connections), "-s", str(args.size),
+                             "-t", str(args.seconds), "--warmup", "1")
+        cpu = suite.cpu_seconds(pids) - before
+        rate = float(result["rate"])  # type: ignore[arg-type]
+        # The window is warm-up plus the measured seconds: count the messages of both.
+        messages = rate * (args.seconds + 1)
+        storm = suite.bench(url, "--mode", "storm", "-c", str(args.storm))
+        return rate, cpu / messages * 1e5, float(storm["rate"])  # type: ignore[arg-type]
+    finally:
+        service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old", help="the old build's wsgate executable")
+    parser.add_argument("new", help="the new build's wsgate executable")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--storm", type=int, default=3000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wsgate-ab-") as name:
+        folder = Path(name)
+        up1, up2 = suite.free_port(), suite.free_port()
+        echo = suite.Service("echo", [*suite.WSGATE, "echo", "--quiet", "--ping-interval",
+                                      "0", "--port", str(up1), "--port", str(up2)], up1)
+        builds = {"old": args.old, "new": args.new}
+        found: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
+        with suite.running(echo):
+            for index in range(args.rounds):
+                order = ["old", "new"] if index % 2 == 0 else ["new", "old"]
+                for build in order:
+                    run = one_run(proxy(build, builds[build], folder, (up1, up2)), args)
+                    found[build].append(run)
+                    suite.say(f"round {index + 1} {build}: {run[0]:,.0f} msg/s, "
+                              f"{run[1]:.3f} CPU s/100k, {run[2]:,.0f} handshakes/s")
+    print(f"{args.size} B, {args.connections} connections, {args.rounds} rounds (ABBA), "
+          "medians:")
+    for build in ("old", "new"):
+        runs = found[build]
+        print(f"  {build}: {statistics.median(r[0] for r in runs):,.0f} msg/s, "
+              f"{statistics.median(r[1] for r in runs):.3f} CPU s per 100k messages, "
+              f"{statistics.median(r[2] for r in runs):,.0f} handshakes/s")
+
+
+if __name__ == "__main__":
+    main()
