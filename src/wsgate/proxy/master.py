@@ -54,8 +54,8 @@ stops. Later, one that dies this soon after its own start is replaced only this 
 WAITED = (*PROXY_SIGNALS, signal.SIGCHLD)
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1)
 PROBE_TIMEOUT = 60.0
-READY_TIMEOUT = 10.0
-"""How long a new worker may take to start accepting after an upgrade."""
+ANSWER_TIMEOUT = 10.0
+"""How long a worker may take to start accepting, or to apply a reload."""
 
 
 @dataclass(slots=True)
@@ -271,11 +271,15 @@ class Master:
         fields: dict[str, object] = {
             "listeners": [[address, bound.tls] for address, bound in order]}
         fds = [bound.sock.fileno() for _address, bound in order]
-        for handle in self._running():
-            self._send(handle, "reload", fields=fields, blob=blob, fds=fds)
+        told = [handle for handle in self._running()
+                if self._send(handle, "reload", fields=fields, blob=blob, fds=fds)]
         for sock in listeners.unused(old_sockets, sockets):
             sock.close()
         old_resources.close()
+        for handle in told:  # READY=1 (systemctl reload returns) once every worker serves it
+            if not _heard(handle, "reloaded"):
+                log.error("worker process %d did not confirm the reload in %gs", handle.pid,
+                          ANSWER_TIMEOUT)
         self._match_worker_count()
         log.info("reloaded %s", self.path)
         sdnotify.ready()
@@ -364,7 +368,8 @@ class Master:
             self.began = float("-inf")
         for _ in range(self.config.workers):
             self.spawn_or_later()
-        fresh = [handle for handle in self._running() if old_workers and _ready(handle)]
+        fresh = [handle for handle in self._running()
+                 if old_workers and _heard(handle, "ready")]  # old workers stop only then
         for index, handle in enumerate(old_workers if fresh else []):
             self.retire(handle, fresh[index % len(fresh)])
         if old_workers and fresh:
@@ -397,10 +402,10 @@ class Master:
         return self.status
 
 
-def _ready(handle: WorkerHandle) -> bool:
-    """Wait until a new worker accepts (it says "ready"), for READY_TIMEOUT at most: old
-    workers stop accepting only once a new one does."""
-    deadline = time.monotonic() + READY_TIMEOUT
+def _heard(handle: WorkerHandle, kind: str) -> bool:
+    """Wait until the worker says ``kind`` ("ready": it accepts; "reloaded": it serves the
+    new configuration), ANSWER_TIMEOUT at most; what it said before is skipped."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
     while (left := deadline - time.monotonic()) > 0:
         readable, _, _ = select.select([handle.control], [], [], left)
         if not readable:
@@ -413,7 +418,7 @@ def _ready(handle: WorkerHandle) -> bool:
             return False
         for fd in message.fds:
             os.close(fd)
-        if message.kind == "ready":
+        if message.kind == kind:
             return True
     return False
 

@@ -146,11 +146,17 @@ class Serving:
             log.error("worker %d kept the old configuration: %s", os.getpid(), error)
             for bound in sockets.values():
                 bound.sock.close()
+            self._tell_master("reloaded")
             return
         self._swap_logs(access_log, error_log)
         self.tls = tls
         self.worker.apply(config, access_log)
         self._spawn(self._listen_anew(sockets))
+
+    def _tell_master(self, kind: str) -> None:
+        if self.control is not None:
+            with contextlib.suppress(OSError):
+                channel.send(self.control, kind)
 
     def reopen(self) -> None:
         """SIGUSR1: open the log files again (logrotate has moved them away)."""
@@ -189,19 +195,23 @@ class Serving:
         return servers
 
     async def _listen_anew(self, sockets: Sockets) -> None:
-        """Accept on the new sockets, then stop on the old: never a moment without."""
-        if self.mode is not Mode.RUNNING:
-            for bound in sockets.values():
-                bound.sock.close()
-            return
-        servers = await self._listen(sockets)
-        if self.mode is not Mode.RUNNING:  # stopped while those were being set up
-            for server in servers:
+        """Accept on the new sockets, then stop on the old: never a moment without. The
+        master hears "reloaded" once this worker serves the new configuration."""
+        try:
+            if self.mode is not Mode.RUNNING:
+                for bound in sockets.values():
+                    bound.sock.close()
+                return
+            servers = await self._listen(sockets)
+            if self.mode is not Mode.RUNNING:  # stopped while those were being set up
+                for server in servers:
+                    server.close()
+                return
+            old, self.servers, self.sockets = self.servers, servers, sockets
+            for server in old:
                 server.close()
-            return
-        old, self.servers, self.sockets = self.servers, servers, sockets
-        for server in old:
-            server.close()
+        finally:
+            self._tell_master("reloaded")
 
     # -- the whole life ----------------------------------------------------------------------
 
@@ -219,9 +229,7 @@ class Serving:
             self.control.setblocking(False)
             loop.add_reader(self.control.fileno(), self._control_readable)
         self.servers = await self._listen(self.sockets)
-        if self.control is not None:  # the master hands old workers' tunnels over only now
-            with contextlib.suppress(OSError):
-                channel.send(self.control, "ready")
+        self._tell_master("ready")  # the master hands old workers' tunnels over only now
         if ready is not None:
             ready()
         await self.stopped.wait()
