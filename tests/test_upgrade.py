@@ -224,3 +224,33 @@ def test_new_workers_that_cannot_start_leave_the_old_ones_serving(
     streams.finish()
     assert streams.dropped() == [] and streams.total("echoed") == streams.total("sent")
     assert proxy.popen.poll() is None
+
+
+def test_two_upgrades_in_a_row_keep_every_tunnel(
+        wsgate: Spawn, tmp_path: Path, bg: Background, installed: Path) -> None:
+    """The second comes while the first's old workers may still be handing over: they
+    carry on, and the tunnels they pass are passed on again."""
+    a = bg.run(Upstream("A").start())
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address], extra="worker_processes = 2")
+    proxy, port = start_from(wsgate, installed, config)
+    master = proxy.popen.pid
+    first = set(children(master))
+    streams = Streams(bg, port, 20)
+    streams.open()
+    time.sleep(0.2)
+    proxy.signal(signal.SIGUSR2)
+    time.sleep(0.3)
+    proxy.signal(signal.SIGUSR2)
+    wait_for(lambda: len(children(master)) == 2 and not first & set(children(master)),
+             timeout=30, what="two new workers only")
+    time.sleep(1.5)  # the second generation exits too
+    assert len(children(master)) == 2
+    streams.finish()
+    assert streams.dropped() == []
+    assert streams.total("echoed") == streams.total("sent")
+    assert streams.total("disorder") == 0
+    proxy.signal(signal.SIGTERM)
+    _out, err = proxy.drain(timeout=15)
+    assert proxy.popen.returncode == 0
+    assert "error" not in err, err  # no message was sent to a worker that had gone

@@ -317,7 +317,7 @@ class Master:
         inherit: dict[str, object] = {
             "sockets": [[address, bound.sock.fileno(), bound.tls]
                         for address, bound in self.sockets.items()],
-            "workers": [[handle.pid, handle.control.fileno()]
+            "workers": [[handle.pid, handle.control.fileno(), handle.retiring]
                         for handle in self.workers.values()],
         }
         shared = [bound.sock for bound in self.sockets.values()]
@@ -359,6 +359,9 @@ class Master:
             old_workers: list[WorkerHandle]) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
         early = signals.take()
+        # Those an earlier upgrade retired hand over already (to workers that are told to
+        # hand over now, and pass on what they get).
+        serving = [handle for handle in old_workers if not handle.retiring]
         for handle in old_workers:
             handle.retiring = True
             self.workers[handle.pid] = handle
@@ -370,11 +373,11 @@ class Master:
             self.spawn_or_later()
         fresh = [handle for handle in self._running()
                  if old_workers and _heard(handle, "ready")]  # old workers stop only then
-        for index, handle in enumerate(old_workers if fresh else []):
+        for index, handle in enumerate(serving if fresh else []):
             self.retire(handle, fresh[index % len(fresh)])
         if old_workers and fresh:
             log.info("upgraded: %d new workers; %d old ones handing over", len(fresh),
-                     len(old_workers))
+                     len(serving))
         elif old_workers:
             log.error("upgrade: no new worker started; the old ones keep serving")
             for handle in self._running():
@@ -382,7 +385,7 @@ class Master:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(handle.pid, signal.SIGTERM)
             self.respawns.clear()
-            for handle in old_workers:
+            for handle in serving:
                 handle.retiring = False
         else:
             announce()
@@ -450,10 +453,10 @@ def inherited() -> tuple[Sockets, list[WorkerHandle]]:
         sock.set_inheritable(False)
         sockets[address] = Bound(sock, tls)
     workers = []
-    for pid, fd in data["workers"]:
+    for pid, fd, retiring in data["workers"]:
         control = socket.socket(fileno=fd)
         control.set_inheritable(False)
-        workers.append(WorkerHandle(pid, control, time.monotonic(), retiring=True))
+        workers.append(WorkerHandle(pid, control, time.monotonic(), retiring=retiring))
     return sockets, workers
 
 

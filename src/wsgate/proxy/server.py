@@ -285,7 +285,8 @@ class Serving:
 
     async def _hand_over(self, kept: set[Tunnel]) -> None:
         """One pass of moving tunnels to the peer; the peer is let go once nothing more
-        can come (no request in flight that could become a tunnel)."""
+        can come (no request in flight that could become a tunnel, and no tunnel on its
+        way here from a worker retired earlier)."""
         assert self.peer is not None
         worker = self.worker
         movable = [tunnel for tunnel, record in worker.tunnels.items()
@@ -299,8 +300,9 @@ class Serving:
                           "until worker_shutdown_timeout")
                 self._drop_peer()
                 return
-        if not worker.open and self.mode is Mode.RETIRING:
-            self._drop_peer()
+        if (not worker.open and self.mode is Mode.RETIRING
+                and not any(receiver.busy for receiver in self.receivers)):
+            self._drop_peer()  # no request can become a tunnel, none is coming to pass on
 
     def _drop_peer(self) -> None:
         if self.peer is not None:
