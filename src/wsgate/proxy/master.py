@@ -290,7 +290,7 @@ class Master:
             self.spawn_or_later()
         extra = running[self.config.workers:]
         staying = running[:self.config.workers]
-        if not staying:  # the new workers could not start: keep the old ones
+        if not staying:  # none runs now (all are being started again): none to retire
             return
         for index, handle in enumerate(extra):
             self.retire(handle, staying[index % len(staying)])
