@@ -6,8 +6,8 @@ Usage: python benchmarks/ab.py OLD_WSGATE NEW_WSGATE [--rounds 8] [--connections
 OLD_WSGATE and NEW_WSGATE are two ``wsgate`` executables (e.g. a virtualenv with the
 previous commit installed: ``git worktree add /tmp/old HEAD~1 && python -m venv
 /tmp/old/.venv && /tmp/old/.venv/bin/pip install /tmp/old``). Both proxy the same two
-upstream ports of one ``wsgate echo`` process, with the config of the benchmark suite
-(one worker, access log to a file). Each round measures both, old and new in ABBA order
+upstream ports of one ``wsgate echo`` process, with the benchmark suite's config (one
+worker, access log to a file). Each round measures both, old and new in ABBA order
 (the second of two runs reads a few per cent worse on two shared cores), with this
 checkout's ``wsgate bench``: messages/s and the proxy's CPU per 100k messages (all its
 processes, from /proc, over the measured window) at ``--size`` bytes and ``--connections``;
@@ -23,25 +23,14 @@ from pathlib import Path
 
 import suite
 
-TOML = """\
-listen = ["127.0.0.1:{port}"]
-worker_processes = 1
-access_log = "{folder}/{name}-access.log"
-
-[upstream.websocket]
-server = ["127.0.0.1:{up1}", "127.0.0.1:{up2}"]
-
-[location."/"]
-proxy_pass = "http://websocket"
-proxy_read_timeout = "300s"
-"""
-
 
 def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int]) -> suite.Service:
     port = suite.free_port()
-    config = folder / f"{name}.toml"
-    config.write_text(TOML.format(port=port, folder=folder, name=name, up1=upstreams[0],
-                                  up2=upstreams[1]))
+    prefix = folder / name
+    prefix.mkdir(exist_ok=True)
+    config = prefix / "wsgate.toml"
+    config.write_text(suite.WSGATE_CONF.format(prefix=prefix, port=port, up1=upstreams[0],
+                                               up2=upstreams[1]))
     return suite.Service(name, [wsgate, "proxy", "-c", str(config)], port)
 
 

@@ -44,18 +44,6 @@ from websockets.version import version as websockets_version
 
 import suite
 
-WSGATE_TOML = """\
-listen = ["127.0.0.1:{port}"]
-worker_processes = 1
-access_log = "{prefix}/access.log"
-
-[upstream.websocket]
-server = ["127.0.0.1:{up1}", "127.0.0.1:{up2}"]
-
-[location."/"]
-proxy_pass = "websocket"
-proxy_read_timeout = "300s"
-"""
 # The suite's nginx config (the seed's), daemonized: nginx ignores USR2 in a master whose
 # parent is still the process that started it. worker_shutdown_timeout as in the issue.
 NGINX_CONF = suite.NGINX_CONF.replace("daemon off;", "daemon on;").replace(
@@ -213,7 +201,8 @@ def make(name: str, folder: Path, nginx: str, upstreams: list[int]) -> Proxy:
     if name == "nginx":
         return Nginx(folder, [nginx, "-p", str(folder), "-c"], "nginx.conf", NGINX_CONF,
                      upstreams)
-    return Proxy(folder, [*suite.WSGATE, "proxy", "-c"], "wsgate.toml", WSGATE_TOML, upstreams)
+    return Proxy(folder, [*suite.WSGATE, "proxy", "-c"], "wsgate.toml", suite.WSGATE_CONF,
+                 upstreams)
 
 
 # -- the load -----------------------------------------------------------------------------------

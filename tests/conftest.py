@@ -24,6 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from client_helpers import Terminals
+    from ops_helpers import Background
 
 PEERS = Path(__file__).parent / "peers"
 
@@ -223,3 +224,14 @@ def terminals(tmp_path: Path) -> Iterator[Terminals]:
     pool = Terminals(tmp_path)
     yield pool
     pool.close()
+
+
+@pytest.fixture
+def bg() -> Iterator[Background]:
+    """An event loop in a thread, for upstreams and clients that run while the test drives
+    the proxy (:mod:`ops_helpers`)."""
+    from ops_helpers import Background
+
+    background = Background()
+    yield background
+    background.close()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as connect_sync
 
 from conftest import Proc, Spawn
 
@@ -163,6 +164,17 @@ class Streams:
         self.bg.run(close_all())
         for future in self.futures:
             future.result(timeout=10)
+
+
+def who(port: int, scheme: str = "ws", context: ssl.SSLContext | None = None) -> str:
+    """Which upstream answers a new WebSocket through the proxy ("A" or "B")."""
+    with connect_sync(f"{scheme}://127.0.0.1:{port}/", ssl=context, open_timeout=5) as ws:
+        ws.send("hi")
+        reply = ws.recv(timeout=5)
+    assert isinstance(reply, str)
+    server, _, body = reply.partition(":")
+    assert body == "hi"
+    return server
 
 
 def write_config(path: Path, servers: list[str], extra: str = "", upstream: str = "",

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect
 
 from conftest import Proc, Spawn, run_wsgate
 from ops_helpers import (
@@ -28,27 +27,10 @@ from ops_helpers import (
     children,
     start,
     wait_for,
+    who,
     write_config,
 )
 from test_signals import catches
-
-
-@pytest.fixture
-def bg() -> Iterator[Background]:
-    background = Background()
-    yield background
-    background.close()
-
-
-def who(port: int) -> str:
-    """Which upstream answers a new WebSocket through the proxy ("A" or "B")."""
-    with connect(f"ws://127.0.0.1:{port}/", open_timeout=5) as ws:
-        ws.send("hi")
-        reply = ws.recv(timeout=5)
-    assert isinstance(reply, str)
-    server, _, body = reply.partition(":")
-    assert body == "hi"
-    return server
 
 
 def no_pid() -> int:

@@ -10,12 +10,10 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-from websockets.sync.client import connect
 
 from conftest import Spawn
 from ops_helpers import (
@@ -25,25 +23,10 @@ from ops_helpers import (
     children,
     start,
     wait_for,
+    who,
     write_config,
 )
 from proxy_helpers import closed_port
-
-
-@pytest.fixture
-def bg() -> Iterator[Background]:
-    background = Background()
-    yield background
-    background.close()
-
-
-def who(port: int, scheme: str = "ws", context: ssl.SSLContext | None = None) -> str:
-    """Which upstream answers a new connection through the proxy."""
-    with connect(f"{scheme}://127.0.0.1:{port}/", ssl=context, open_timeout=5) as ws:
-        ws.send("hi")
-        reply = ws.recv(timeout=5)
-    assert isinstance(reply, str)
-    return reply.partition(":")[0]
 
 
 def test_reload_under_load_keeps_every_tunnel(wsgate: Spawn, tmp_path: Path,

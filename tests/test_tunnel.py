@@ -27,20 +27,25 @@ class Rig:
 
 def open_tunnel(read_timeout: float = 0.0, send_timeout: float = 0.0, *,
                 client_eof: bool = True, upstream_eof: bool = True,
-                from_client: bytes = b"", from_upstream: bytes = b"") -> Rig:
+                from_client: bytes = b"", from_upstream: bytes = b"",
+                client: FakeTransport | None = None,
+                on_close: Callable[[Tunnel], None] | None = None) -> Rig:
     """A started tunnel, its transports handed over paused, as the client connection does
-    (it pauses the client's reading after an upgrade request)."""
-    client = FakeTransport(can_eof=client_eof)
+    (it pauses the client's reading after an upgrade request). ``client``: a transport of
+    the test's own; ``on_close``: called after the rig notes the close."""
+    client = client or FakeTransport(can_eof=client_eof)
     upstream = FakeTransport(("127.0.0.1", 9), ("127.0.0.1", 40000), can_eof=upstream_eof)
     client.pause_reading()
     upstream.pause_reading()
     closed: list[float] = []
     loop = asyncio.get_running_loop()
 
-    def on_close(tunnel: Tunnel) -> None:
+    def closing(tunnel: Tunnel) -> None:
         closed.append(loop.time())
+        if on_close is not None:
+            on_close(tunnel)
 
-    tunnel = Tunnel(client, upstream, read_timeout, send_timeout, on_close)
+    tunnel = Tunnel(client, upstream, read_timeout, send_timeout, closing)
     tunnel.start(from_client, from_upstream)
     return Rig(client, upstream, tunnel, closed)
 
@@ -56,8 +61,8 @@ async def until(condition: Callable[[], bool], limit: float = 1.0) -> None:
 
 
 async def settle() -> None:
-    """Let scheduled callbacks (connection_lost) run."""
-    for _ in range(3):
+    """Let scheduled callbacks (connection_lost, call_later(0)) run."""
+    for _ in range(5):
         await asyncio.sleep(0)
 
 

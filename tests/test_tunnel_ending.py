@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,14 @@ from websockets.utils import accept_key
 
 from fakes import FakeTransport
 from test_frames import Case, cut_streams
+from test_tunnel import Rig, open_tunnel, settle, until
 from wsgate.proxy import configfile
 from wsgate.proxy import tunnel as tunnel_module
 from wsgate.proxy.accesslog import AccessLog, Entry
 from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.frames import close_frame
-from wsgate.proxy.tunnel import State, Tunnel, TunnelEnd, UpstreamEnd
+from wsgate.proxy.tunnel import State, TunnelEnd, UpstreamEnd
 from wsgate.proxy.upstream_connection import UpstreamConnection
 from wsgate.proxy.worker import DRAIN_REASON, TunnelRecord, Worker, drain
 
@@ -43,15 +43,6 @@ CLIENT_CLOSE = b"\x88\x82\x01\x02\x03\x04" + bytes(a ^ b for a, b in zip(
 UPSTREAM_CLOSE = b"\x88\x02\x03\xe9"
 
 
-@dataclass
-class Rig:
-    client: FakeTransport
-    upstream: FakeTransport
-    tunnel: Tunnel
-    closed: list[float] = field(default_factory=list)
-    """Loop times at which on_close ran."""
-
-
 class TimedTransport(FakeTransport):
     """A client transport that notes when each Close frame is written to it."""
 
@@ -65,27 +56,6 @@ class TimedTransport(FakeTransport):
         super().write(data)
 
 
-def open_tunnel(read_timeout: float = 0.0, send_timeout: float = 0.0,
-                client: FakeTransport | None = None,
-                on_close: Callable[[Tunnel], None] | None = None) -> Rig:
-    """A started tunnel, its transports handed over paused, as the client connection does."""
-    client = client or FakeTransport()
-    upstream = FakeTransport(("127.0.0.1", 9), ("127.0.0.1", 40000))
-    client.pause_reading()
-    upstream.pause_reading()
-    closed: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    def closing(tunnel: Tunnel) -> None:
-        closed.append(loop.time())
-        if on_close is not None:
-            on_close(tunnel)
-
-    tunnel = Tunnel(client, upstream, read_timeout, send_timeout, closing)
-    tunnel.start(b"", b"")
-    return Rig(client, upstream, tunnel, closed)
-
-
 def frame_end(stream: bytes) -> int:
     """Where the frame that starts ``stream`` ends, parsed by hand."""
     size = stream[1] & 0x7F
@@ -95,22 +65,6 @@ def frame_end(stream: bytes) -> int:
     elif size == 127:
         size, header = struct.unpack("!Q", stream[2:10])[0], header + 8
     return header + size
-
-
-async def until(condition: Callable[[], bool], limit: float = 1.0) -> None:
-    """Wait for ``condition``; the limit is far above any timer here, so only a real hang
-    fails."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition() and loop.time() < deadline:
-        await asyncio.sleep(0.005)
-    assert condition(), "condition not met in time"
-
-
-async def settle() -> None:
-    """Let scheduled callbacks (connection_lost, call_later(0)) run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

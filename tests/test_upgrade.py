@@ -16,12 +16,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-from websockets.sync.client import connect
 
 import wsgate
 from conftest import Proc, Spawn
@@ -31,17 +29,12 @@ from ops_helpers import (
     Upstream,
     children,
     wait_for,
+    who,
     write_config,
 )
 
 NEW_LINE = "upgraded to the new code: "
 
-
-@pytest.fixture
-def bg() -> Iterator[Background]:
-    background = Background()
-    yield background
-    background.close()
 
 
 @pytest.fixture
@@ -67,11 +60,6 @@ def edit(installed: Path, module: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def who(port: int, scheme: str = "ws", context: ssl.SSLContext | None = None) -> str:
-    with connect(f"{scheme}://127.0.0.1:{port}/", ssl=context, open_timeout=5) as ws:
-        ws.send("hi")
-        reply = ws.recv(timeout=5)
-    return str(reply).partition(":")[0]
 
 
 class Knocker:

@@ -28,10 +28,6 @@ class Signals:
         self.signals = signals
         self.pending: list[int] = []
 
-    @property
-    def received(self) -> bool:
-        return bool(self.pending)
-
     def catch(self) -> None:
         """Remember the signals from now on, until :meth:`attach` or :meth:`take`."""
         for signum in self.signals:
@@ -64,7 +60,3 @@ STOP = Signals(STOP_SIGNALS)
 PROXY = Signals(PROXY_SIGNALS)
 """This process's, for ``proxy``: the CLI catches them, the master takes them over."""
 
-
-def stop_signals() -> Signals:
-    """A fresh set of SIGINT and SIGTERM (a forked worker's own)."""
-    return Signals(STOP_SIGNALS)

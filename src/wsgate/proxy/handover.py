@@ -30,7 +30,7 @@ from wsgate.proxy.directives import server as parse_server
 from wsgate.proxy.frames import Cursor
 from wsgate.proxy.tunnel import State, Tunnel
 from wsgate.proxy.upstreams import UpstreamGroup
-from wsgate.proxy.worker import DEFAULT_DRAIN, TunnelRecord, Worker
+from wsgate.proxy.worker import DEFAULT_DRAIN, TunnelRecord, Worker, live_server
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,8 @@ def _rebuild(worker: Worker, fields: dict[str, Any], client: asyncio.Transport,
     tunnel.upstream.cursor = Cursor(fields["left"], base64.b64decode(fields["held"]),
                                     fields["closed"])
     name, address = fields["group"], fields["server"]
+    server = live_server(worker.routes, name, address)
     group = worker.routes.groups.get(name)
-    server = None if group is None else next(
-        (candidate for candidate in group.servers
-         if candidate.address == address and not candidate.down), None)
     drain_in: float | None = fields.get("drain_in")
     if group is None or server is None:
         group = UpstreamGroup(name, (parse_server(address),))

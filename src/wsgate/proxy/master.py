@@ -239,16 +239,13 @@ class Master:
             config = configfile.load(self.path)
             resources = preflight.open_resources(config)
         except UsageError as error:
-            log.error("reload failed, still running the old configuration: %s", error)
-            sdnotify.ready()
+            self._reload_failed(str(error))
             return
         try:
             sockets = listeners.bind_all(config, self.sockets)
         except Failure as error:
             resources.close()
-            log.error("reload failed, still running the old configuration: %s: %s",
-                      self.path, error)
-            sdnotify.ready()
+            self._reload_failed(f"{self.path}: {error}")
             return
         if config.pid != self.config.pid:
             try:
@@ -258,8 +255,7 @@ class Master:
                 resources.close()
                 for sock in listeners.unused(sockets, self.sockets):
                     sock.close()
-                log.error("reload failed, still running the old configuration: %s", error)
-                sdnotify.ready()
+                self._reload_failed(str(error))
                 return
             if self.config.pid is not None:
                 pidfile.remove(self.config.pid, os.getpid())
@@ -282,6 +278,10 @@ class Master:
                           ANSWER_TIMEOUT)
         self._match_worker_count()
         log.info("reloaded %s", self.path)
+        sdnotify.ready()
+
+    def _reload_failed(self, why: str) -> None:
+        log.error("reload failed, still running the old configuration: %s", why)
         sdnotify.ready()
 
     def _match_worker_count(self) -> None:

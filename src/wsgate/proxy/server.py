@@ -166,7 +166,6 @@ class Serving:
             log.error("cannot reopen the logs: %s", error)
             return
         self._swap_logs(access_log, error_log)
-        self.worker.access_log = access_log
 
     def _swap_logs(self, access_log: AccessLog, error_log: ErrorLog) -> None:
         old_access, old_error = self.worker.access_log, self.error_log

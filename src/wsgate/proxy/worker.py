@@ -117,7 +117,7 @@ class Worker:
         routes, before = Routes(config), self.config
         removed: dict[str, list[Tunnel]] = {}
         for tunnel, record in self.tunnels.items():
-            server = _same_server(routes, record)
+            server = live_server(routes, record.group.name, record.server.address)
             if server is None:
                 removed.setdefault(record.group.name, []).append(tunnel)
                 continue
@@ -137,12 +137,12 @@ class Worker:
         return drained
 
 
-def _same_server(routes: Routes, record: TunnelRecord) -> ServerState | None:
-    """The new configuration's server for a tunnel's, if it still has it up."""
-    group = routes.groups.get(record.group.name)
+def live_server(routes: Routes, group_name: str, address: str) -> ServerState | None:
+    """The server of that group and address in ``routes``, if it is there and not down
+    (where a tunnel that outlives a configuration counts, after a reload or a move)."""
+    group = routes.groups.get(group_name)
     if group is None:
         return None
-    address = record.server.address
     return next((server for server in group.servers
                  if server.address == address and not server.down), None)
 
