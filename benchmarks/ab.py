@@ -1,7 +1,7 @@
 """Two builds of wsgate proxy against each other: did a change cost speed?
 
 Usage: python benchmarks/ab.py OLD_WSGATE NEW_WSGATE [--rounds 8] [--connections 50]
-                               [--size 32] [--seconds 5] [--storm 3000]
+                               [--size 32] [--seconds 5] [--storm 3000] [--status]
 
 OLD_WSGATE and NEW_WSGATE are two ``wsgate`` executables (e.g. a virtualenv with the
 previous commit installed: ``git worktree add /tmp/old HEAD~1 && python -m venv
@@ -12,6 +12,10 @@ worker, access log to a file). Each round measures both, old and new in ABBA ord
 checkout's ``wsgate bench``: messages/s and the proxy's CPU per 100k messages (all its
 processes, from /proc, over the measured window) at ``--size`` bytes and ``--connections``;
 then handshakes/s (``--mode storm``). Medians, and every run, on stdout.
+
+``--status`` gives the new build's proxy a status listener (scraped once a second, as a
+Prometheus server would do it far less often) and a health check every second on both
+upstreams: what turning the visibility on costs, the monitor's own CPU included.
 """
 
 from __future__ import annotations
@@ -19,24 +23,54 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
+import urllib.request
 from pathlib import Path
 
 import suite
 
+STATUS = """\
+status_listen = "127.0.0.1:{status}"
+"""
+HEALTH_CHECK = """
+[upstream.websocket.health_check]
+interval = "1s"
+"""
 
-def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int]) -> suite.Service:
+
+def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int],
+          status: int | None = None) -> suite.Service:
     port = suite.free_port()
     prefix = folder / name
     prefix.mkdir(exist_ok=True)
     config = prefix / "wsgate.toml"
-    config.write_text(suite.WSGATE_CONF.format(prefix=prefix, port=port, up1=upstreams[0],
-                                               up2=upstreams[1]))
+    text = suite.WSGATE_CONF.format(prefix=prefix, port=port, up1=upstreams[0],
+                                    up2=upstreams[1])
+    if status is not None:
+        text = STATUS.format(status=status) + text.replace(
+            '\n[location."/"]', HEALTH_CHECK + '\n[location."/"]')
+    config.write_text(text)
     return suite.Service(name, [wsgate, "proxy", "-c", str(config)], port)
 
 
-def one_run(service: suite.Service, args: argparse.Namespace) -> tuple[float, float, float]:
+def scrape(port: int, stop: threading.Event) -> None:
+    """Read /metrics and /status once a second until ``stop``."""
+    while not stop.wait(1.0):
+        for path in ("/metrics", "/status"):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    r.read()
+            except OSError:
+                pass
+
+
+def one_run(service: suite.Service, args: argparse.Namespace,
+            status: int | None = None) -> tuple[float, float, float]:
     """messages/s, proxy CPU seconds per 100k messages, handshakes/s."""
     service.start()
+    stop = threading.Event()
+    if status is not None:
+        threading.Thread(target=scrape, args=(status, stop), daemon=True).start()
     try:
         url = f"ws://127.0.0.1:{service.port}/"
         pids = service.pids()
@@ -50,6 +84,7 @@ def one_run(service: suite.Service, args: argparse.Namespace) -> tuple[float, fl
         storm = suite.bench(url, "--mode", "storm", "-c", str(args.storm))
         return rate, cpu / messages * 1e5, float(storm["rate"])  # type: ignore[arg-type]
     finally:
+        stop.set()
         service.stop()
 
 
@@ -62,6 +97,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--storm", type=int, default=3000)
+    parser.add_argument("--status", action="store_true",
+                        help="the new build runs with a status listener and health checks")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wsgate-ab-") as name:
         folder = Path(name)
@@ -74,7 +111,9 @@ def main() -> None:
             for index in range(args.rounds):
                 order = ["old", "new"] if index % 2 == 0 else ["new", "old"]
                 for build in order:
-                    run = one_run(proxy(build, builds[build], folder, (up1, up2)), args)
+                    status = suite.free_port() if args.status and build == "new" else None
+                    run = one_run(proxy(build, builds[build], folder, (up1, up2), status),
+                                  args, status)
                     found[build].append(run)
                     suite.say(f"round {index + 1} {build}: {run[0]:,.0f} msg/s, "
                               f"{run[1]:.3f} CPU s/100k, {run[2]:,.0f} handshakes/s")

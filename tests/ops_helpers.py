@@ -78,6 +78,11 @@ class Upstream:
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
+    async def restart(self) -> Upstream:
+        """Serve again on the same port (after ``server.close()``)."""
+        self.server = await serve(self._handle, "127.0.0.1", self.port, ping_interval=None)
+        return self
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"

@@ -405,8 +405,8 @@ BAD = [
     ("zzz = 1\n" + MINIMAL,
      "wsgate.toml: zzz: unknown key (known: listen, worker_processes, ssl_certificate, "
      "ssl_certificate_key, trusted_proxies, client_header_timeout, client_max_body_size, "
-     "large_client_header_buffers, keepalive_timeout, worker_shutdown_timeout, pid, access_log, "
-     "error_log, upstream, location)"),
+     "large_client_header_buffers, keepalive_timeout, worker_shutdown_timeout, status_listen, "
+     "pid, access_log, error_log, upstream, location)"),
     ('proxy_read_timeout = "300s"\n' + MINIMAL,
      'wsgate.toml: proxy_read_timeout: unknown key here: it belongs in a [location."/..."] '
      "table"),

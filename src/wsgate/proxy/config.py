@@ -24,6 +24,7 @@ from wsgate.proxy.directives import (
     AccessLogConfig,
     Balance,
     ErrorLogConfig,
+    HealthCheck,
     Listener,
     Network,
     ServerConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "AccessLogConfig",
     "Directive",
     "ErrorLogConfig",
+    "HealthCheck",
     "Listener",
     "Location",
     "ProxyConfig",
@@ -141,7 +143,10 @@ class UpstreamConfig:
     """When a reload removes a server, its tunnels get Close 1001 spread evenly over this,
     so their clients do not all reconnect at once. 10 s spreads 10,000 reconnects to 1,000
     a second and still ends well inside the stop grace of Kubernetes (30 s) and systemd
-    (90 s), so a deploy that removes a server and then stops it cuts nothing."""
+    (90 s), so a deploy that removes a server and then stops it cuts nothing. An admin's
+    drain (:mod:`~wsgate.proxy.monitor`) spreads its closes the same way."""
+    health_check: HealthCheck | None = directive(
+        "health_check", d.health_check, None, nginx="health_check (NGINX Plus)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +204,11 @@ class ProxyConfig:
         "large_client_header_buffers", d.header_buffers, (4, 8 << 10))
     keepalive_timeout: float = directive("keepalive_timeout", d.optional_duration, 75.0)
     shutdown_timeout: float = directive("worker_shutdown_timeout", d.optional_duration, 10.0)
+    status_listen: Listener | None = directive(
+        "status_listen", d.status_listen, None, nginx="stub_status", flag="--status",
+        metavar="HOST:PORT",
+        help="serve the status page, /metrics (Prometheus) and the admin actions here "
+             "(default: off)")
     pid: Path | None = directive(
         "pid", d.file_path, None, flag="--pid", metavar="FILE",
         help="write the master's process ID here (for wsgate proxy -s and init scripts)")

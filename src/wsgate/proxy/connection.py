@@ -248,6 +248,7 @@ class ClientConnection(asyncio.Protocol):
                 route, self._balance_key(route, variables), self.worker.pool,
                 exchange.started, self._context)
         except connector.Unreachable as error:
+            exchange.cause = "upstream_timeout" if error.status == 504 else "no_upstream"
             self._reject(HeadError(error.status, "no upstream reachable"), logged=True)
             return
         self.server = server
@@ -288,6 +289,7 @@ class ClientConnection(asyncio.Protocol):
                                            time.monotonic() - exchange.started)
         except HeadError as error:
             log.error("%s (server %s)%s", error, exchange.upstream_addr, self._context())
+            exchange.cause = "upstream_invalid"
             self._drop_upstream()
             self._reject(error, logged=True)
             return
@@ -353,6 +355,7 @@ class ClientConnection(asyncio.Protocol):
         full = (self.client_full, self.gate.holds(_UPSTREAM))
         # From here the tunnel stands alone: this object (parser, head, queues) goes.
         worker.open.discard(self)
+        worker.stats.response(exchange)
         worker.add_tunnel(tunnel, record)
         tunnel.start(pending, rest, full)
 
@@ -360,6 +363,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.exchange
         assert exchange is not None
         log.error("upstream %s %s%s", exchange.upstream_addr, why, self._context())
+        exchange.cause = exchange.cause or "upstream_failed"
         if exchange.response is Response.RELAYING:
             self._cut()
         else:
@@ -530,6 +534,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.route.group.report_failure(server, time.monotonic())
         log.error("upstream %s sent nothing for %gs (proxy_read_timeout)%s",
                   exchange.upstream_addr, location.read_timeout, self._context())
+        exchange.cause = "upstream_timeout"
         status = exchange.timed_out()
         if status is None:
             self._cut()
@@ -539,8 +544,10 @@ class ClientConnection(asyncio.Protocol):
     # -- logs ---------------------------------------------------------------------------------
 
     def _log(self) -> None:
-        if self.exchange is not None:
-            self.worker.access_log.write(self.exchange.entry(self.remote_addr, time.monotonic()))
+        exchange = self.exchange
+        if exchange is not None:
+            self.worker.stats.response(exchange)
+            self.worker.access_log.write(exchange.entry(self.remote_addr, time.monotonic()))
 
     def _context(self) -> str:
         """nginx's tail of an error line: who asked what, through which upstream."""

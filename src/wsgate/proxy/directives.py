@@ -241,6 +241,73 @@ def distinct_listeners(listeners: Sequence[Listener], where: Sequence[str]) -> N
         seen.add(key)
 
 
+# -- status listener and health checks --------------------------------------------------------
+
+
+def status_listen(value: object) -> Listener:
+    """``status_listen``: where the status page, ``/metrics`` and the admin actions are
+    served. A plain address: it is for operators and scrapers on a trusted network."""
+    found = listener(value)
+    if found.ssl:
+        fail('the status listener has no TLS (drop "ssl"; keep it on a private address)')
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """``[upstream.NAME.health_check]``: active probes of every server of a group.
+
+    ``fails`` failed probes in a row take a server out of selection, ``passes`` good ones
+    bring it back; its open tunnels are never cut for it. A probe is a WebSocket opening
+    handshake to ``uri`` (healthy on a correct 101, then Close 1000), or with ``websocket
+    = false`` an HTTP GET (healthy on 2xx or 3xx). ``timeout`` is the whole probe's
+    deadline; by default, the interval.
+    """
+
+    interval: float = 5.0
+    fails: int = 3
+    passes: int = 2
+    uri: str = "/"
+    timeout: float | None = None
+    websocket: bool = True
+
+    @property
+    def deadline(self) -> float:
+        return self.interval if self.timeout is None else self.timeout
+
+
+def _uri(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(
+            char.isspace() or ord(char) < 32 or char == "\x7f" for char in value):
+        must("", 'a path starting with "/" (e.g. "/healthz")', value)
+    return value
+
+
+_HEALTH_KEYS: dict[str, Callable[[object], Any]] = {
+    "interval": duration,
+    "fails": lambda value: integer(value, minimum=1),
+    "passes": lambda value: integer(value, minimum=1),
+    "uri": _uri,
+    "timeout": duration,
+    "websocket": boolean,
+}
+
+
+def health_check(value: object) -> HealthCheck:
+    """The ``health_check`` table; ``true`` (or an empty table) takes every default."""
+    if value is True:
+        return HealthCheck()
+    if not isinstance(value, dict):
+        must("", "a table (e.g. [upstream.backend.health_check] with interval = \"5s\")",
+             value)
+    unknown_keys(value, list(_HEALTH_KEYS))
+    parsed = {}
+    for name, raw in value.items():
+        with blame("." + name):
+            parsed[name] = _HEALTH_KEYS[name](raw)
+    return HealthCheck(**parsed)
+
+
 # -- upstream servers ----------------------------------------------------------------------
 
 

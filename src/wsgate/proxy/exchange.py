@@ -123,7 +123,7 @@ class Exchange:
     """One request and its response, from the head to the end (or the switch to a tunnel)."""
 
     __slots__ = (
-        "body_received", "bytes_sent", "chunked", "close_delimited", "connect_time",
+        "body_received", "bytes_sent", "cause", "chunked", "close_delimited", "connect_time",
         "framing", "head", "header_time", "keep_alive", "request", "response", "route",
         "started", "started_wall", "status", "upgrade_key", "upstream_addr",
         "upstream_keep_alive",
@@ -152,6 +152,9 @@ class Exchange:
         upstream made chunked for an HTTP/1.1 client)."""
         self.close_delimited = False
         self.upstream_keep_alive = False
+        self.cause = ""
+        """Why a WebSocket handshake got no tunnel, where the status alone does not say
+        (the metrics' rejection cause)."""
 
     def __repr__(self) -> str:
         return (f"Exchange({self.head.method!r} {self.head.target!r}, "
@@ -198,6 +201,7 @@ class Exchange:
                 self.status = 101
                 return Reply.SWITCH
             self.keep_alive = False  # the client's pipelined bytes were meant for a tunnel
+            self.cause = "upstream_refused"
         if status == 101:
             raise HeadError(502, "upstream switched protocols unasked")
         http11 = self.head.version == "1.1"

@@ -11,6 +11,7 @@ header split across two reads).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 __all__ = ["Cursor", "close_frame"]
 
@@ -20,15 +21,23 @@ class Cursor:
 
     ``left``: bytes still to come before the next frame header starts. ``held``: the start
     of a header that a read cut short (at most 13 bytes). ``closed``: a Close frame has
-    begun (after which this side sends no other frame).
+    begun (after which this side sends no other frame). ``on_close`` runs when it begins:
+    the one moment worth telling, so nothing is checked per read for it.
     """
 
-    __slots__ = ("closed", "held", "left")
+    __slots__ = ("closed", "held", "left", "on_close")
 
     def __init__(self, left: int = 0, held: bytes = b"", closed: bool = False) -> None:
         self.left = left
         self.held = held
         self.closed = closed
+        self.on_close: Callable[[], None] | None = None
+
+    def _saw_close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.on_close is not None:
+                self.on_close()
 
     def advance(self, data: bytes) -> None:
         """Move past ``data``, which the stream carries next."""
@@ -45,7 +54,7 @@ class Cursor:
             if n - i < 2:
                 break
             if data[i] == 0x88:
-                self.closed = True
+                self._saw_close()
             size = data[i + 1]
             start = i + (6 if size & 0x80 else 2)
             size &= 0x7F
@@ -73,7 +82,7 @@ class Cursor:
         before = len(self.held)
         end = header_end(joined)
         if joined[0] == 0x88:
-            self.closed = True
+            self._saw_close()
         if end < 0:  # data is shorter than 14 bytes: joined holds all of it
             self.held = joined
             self.left = 0

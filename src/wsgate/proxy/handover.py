@@ -27,7 +27,6 @@ from typing import Any, cast
 from wsgate.proxy import channel
 from wsgate.proxy.accesslog import Entry
 from wsgate.proxy.directives import server as parse_server
-from wsgate.proxy.frames import Cursor
 from wsgate.proxy.tunnel import State, Tunnel
 from wsgate.proxy.upstreams import UpstreamGroup
 from wsgate.proxy.worker import DEFAULT_DRAIN, TunnelRecord, Worker, live_server
@@ -187,8 +186,9 @@ def _rebuild(worker: Worker, fields: dict[str, Any], client: asyncio.Transport,
                     worker.tunnel_closed)
     tunnel.client.received = fields["client_received"]
     tunnel.upstream.received = fields["upstream_received"]
-    tunnel.upstream.cursor = Cursor(fields["left"], base64.b64decode(fields["held"]),
-                                    fields["closed"])
+    cursor = tunnel.upstream.cursor
+    cursor.left, cursor.held = fields["left"], base64.b64decode(fields["held"])
+    cursor.closed = fields["closed"]
     name, address = fields["group"], fields["server"]
     server = live_server(worker.routes, name, address)
     group = worker.routes.groups.get(name)

@@ -16,19 +16,21 @@ and restarts one that dies. It never serves a connection. Its signals are nginx'
 The signals are blocked and taken one at a time with ``sigtimedwait``: no handler runs
 between two forks, and none is lost while one is being acted on. One that came while the
 command was loading (:mod:`wsgate.signals`) is acted on first.
+
+With a status listener or health checks, the master also runs the monitor
+(:mod:`~wsgate.proxy.monitor_link`), starts it again if it dies, and links every worker
+to it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pickle
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,24 +38,30 @@ from dataclasses import dataclass
 
 from wsgate import runtime, sdnotify
 from wsgate.errors import Failure, UsageError
-from wsgate.proxy import channel, configfile, listeners, pidfile, preflight
+from wsgate.proxy import (
+    channel,
+    configfile,
+    inheritance,
+    listeners,
+    monitor_link,
+    pidfile,
+    preflight,
+)
 from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.errorlog import ALERT
-from wsgate.proxy.listeners import Bound, Sockets
+from wsgate.proxy.listeners import Sockets
+from wsgate.proxy.monitor_link import MonitorLink
 from wsgate.proxy.preflight import Resources
 from wsgate.proxy.server import Serving
 from wsgate.signals import PROXY_SIGNALS, Signals
 
 log = logging.getLogger(__name__)
 
-INHERIT = "WSGATE_INHERIT"
-"""What an upgraded master gets from the one it replaces: sockets and workers, as JSON."""
 STARTUP_GRACE = 2.0
 """A worker that dies this soon after the proxy started is broken, not unlucky: the proxy
 stops. Later, one that dies this soon after its own start is replaced only this much later."""
 WAITED = (*PROXY_SIGNALS, signal.SIGCHLD)
 WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1)
-PROBE_TIMEOUT = 60.0
 ANSWER_TIMEOUT = 10.0
 """How long a worker may take to start accepting, or to apply a reload."""
 
@@ -72,7 +80,8 @@ class Master:
     new worker inherits), the workers, and what is due (respawns)."""
 
     def __init__(self, config: ProxyConfig, path: str | None, argv: list[str],
-                 resources: Resources, sockets: Sockets) -> None:
+                 resources: Resources, sockets: Sockets,
+                 status: socket.socket | None = None) -> None:
         self.config = config
         self.path = path
         self.argv = argv
@@ -84,22 +93,31 @@ class Master:
         self.began = time.monotonic()
         self.respawns: list[float] = []
         """When to start a worker in place of one that died young."""
+        self.monitor = MonitorLink(status)
+        self.monitor_due: float | None = None
+        """When to start the monitor again (it died)."""
 
     # -- workers ---------------------------------------------------------------------------
 
     def spawn(self) -> WorkerHandle:
         """Fork a worker (the signals are blocked, here and in it until its loop runs)."""
+        link = self.monitor.pair_for()
         ours, theirs = channel.pair()
         try:
             pid = os.fork()
         except OSError:
-            ours.close()
-            theirs.close()
+            for sock in (ours, theirs, *(link or ())):
+                sock.close()
             raise
         if pid == 0:
             ours.close()
-            self._become_worker(theirs)
+            if link is not None:
+                link[1].close()
+            self._become_worker(theirs, link[0] if link is not None else None)
         theirs.close()
+        if link is not None:
+            link[0].close()
+            self.monitor.give(pid, link[1])
         handle = WorkerHandle(pid, ours, time.monotonic())
         self.workers[pid] = handle
         return handle
@@ -115,11 +133,14 @@ class Master:
             self.respawns.append(time.monotonic() + STARTUP_GRACE)
             return None
 
-    def _become_worker(self, control: socket.socket) -> None:
+    def _become_worker(self, control: socket.socket, monitor: socket.socket | None) -> None:
         status = 0
         try:
             for handle in self.workers.values():
                 handle.control.close()
+            if self.monitor.control is not None:
+                self.monitor.control.close()
+            self.monitor.close()
             own = Signals(WORKER_SIGNALS)
             own.catch()
             for signum in (signal.SIGHUP, signal.SIGUSR2):
@@ -128,7 +149,7 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             resources = self.resources
             serving = Serving(self.config, dict(self.sockets), resources.tls,
-                              resources.access_log, resources.error_log, control)
+                              resources.access_log, resources.error_log, control, monitor)
             runtime.run(serving.run(own))
         except BaseException as error:
             log.critical("worker %d failed: %s", os.getpid(), error)
@@ -154,6 +175,26 @@ class Master:
             self._send(to, "takeover", fds=[take.fileno()])
             self._send(old, "handover", fds=[give.fileno()])
 
+    def start_monitor(self) -> None:
+        """Start the monitor and link every worker to it (or try again later)."""
+        self.monitor_due = None
+
+        def close_inherited() -> None:
+            for handle in self.workers.values():
+                handle.control.close()
+            for bound in self.sockets.values():
+                bound.sock.close()
+
+        try:
+            self.monitor.start(self.config, self.sockets, close_inherited)
+        except OSError as error:
+            log.log(ALERT, "cannot start the monitor process: %s; trying again in %gs",
+                    error.strerror or error, STARTUP_GRACE)
+            self.monitor_due = time.monotonic() + STARTUP_GRACE
+            return
+        for handle in self.workers.values():
+            self.monitor.link(handle.pid, handle.control)
+
     def _running(self) -> list[WorkerHandle]:
         return [handle for handle in self.workers.values() if not handle.retiring]
 
@@ -170,6 +211,13 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid == self.monitor.pid:
+                self.monitor.gone()
+                if not self.stopping:
+                    log.log(ALERT, "monitor process %d %s; starting another in %gs", pid,
+                            _exit_reason(wait_status), STARTUP_GRACE)
+                    self.monitor_due = time.monotonic() + STARTUP_GRACE
+                continue
             handle = self.workers.pop(pid, None)
             if handle is None:
                 continue
@@ -196,6 +244,9 @@ class Master:
 
     def _respawn_due(self) -> None:
         now = time.monotonic()
+        if (self.monitor_due is not None and self.monitor_due <= now and not self.stopping
+                and monitor_link.wanted(self.config)):
+            self.start_monitor()
         while self.respawns and self.respawns[0] <= now and not self.stopping:
             self.respawns.pop(0)
             if self.spawn_or_later() is not None:
@@ -232,6 +283,7 @@ class Master:
     def reload(self) -> None:
         if self.path is None:
             log.warning("reload: nothing to read again (started with flags, not -c)")
+            self.monitor.reloaded(False, "nothing to read again (started with flags, not -c)")
             return
         log.info("reloading %s", self.path)
         sdnotify.reloading()
@@ -242,9 +294,17 @@ class Master:
             self._reload_failed(str(error))
             return
         try:
+            status = self._status_socket(config)
+        except Failure as error:
+            resources.close()
+            self._reload_failed(f"{self.path}: status_listen: {error}")
+            return
+        try:
             sockets = listeners.bind_all(config, self.sockets)
         except Failure as error:
             resources.close()
+            if status is not self.monitor.status and status is not None:
+                status.close()
             self._reload_failed(f"{self.path}: {error}")
             return
         if config.pid != self.config.pid:
@@ -255,6 +315,8 @@ class Master:
                 resources.close()
                 for sock in listeners.unused(sockets, self.sockets):
                     sock.close()
+                if status is not self.monitor.status and status is not None:
+                    status.close()
                 self._reload_failed(str(error))
                 return
             if self.config.pid is not None:
@@ -277,11 +339,37 @@ class Master:
                 log.error("worker process %d did not confirm the reload in %gs", handle.pid,
                           ANSWER_TIMEOUT)
         self._match_worker_count()
+        self._monitor_anew(status)
         log.info("reloaded %s", self.path)
+        self.monitor.reloaded(True)
         sdnotify.ready()
+
+    def _status_socket(self, config: ProxyConfig) -> socket.socket | None:
+        """The status listener's socket for ``config``: the one held if the address is
+        the same, else a new one (Failure if it cannot be bound)."""
+        if config.status_listen == self.config.status_listen:
+            return self.monitor.status
+        if config.status_listen is None:
+            return None
+        return listeners.bind(config.status_listen)
+
+    def _monitor_anew(self, status: socket.socket | None) -> None:
+        """After a reload: the monitor gets the configuration, or is started or stopped
+        (or both, for a new status address)."""
+        if status is not self.monitor.status:
+            self.monitor.stop()
+            self.monitor.close()
+            self.monitor = MonitorLink(status)
+        if not monitor_link.wanted(self.config):
+            self.monitor.stop()
+        elif self.monitor.control is None:
+            self.start_monitor()
+        else:
+            self.monitor.configure(self.config, self.sockets)
 
     def _reload_failed(self, why: str) -> None:
         log.error("reload failed, still running the old configuration: %s", why)
+        self.monitor.reloaded(False, why)
         sdnotify.ready()
 
     def _match_worker_count(self) -> None:
@@ -310,22 +398,20 @@ class Master:
     def upgrade(self) -> None:
         """Exec the code installed now in this process, once a dry run shows it starts."""
         command = [sys.executable, "-m", "wsgate", *self.argv]
-        failure = self._cannot_start_anew() or _probe(command)
+        failure = self._cannot_start_anew() or inheritance.probe(command)
         if failure is not None:
             log.error("upgrade failed, the old processes keep serving: %s", failure)
             return
-        inherit: dict[str, object] = {
-            "sockets": [[address, bound.sock.fileno(), bound.tls]
-                        for address, bound in self.sockets.items()],
-            "workers": [[handle.pid, handle.control.fileno(), handle.retiring]
-                        for handle in self.workers.values()],
-        }
-        shared = [bound.sock for bound in self.sockets.values()]
-        shared += [handle.control for handle in self.workers.values()]
+        status, listen = self.monitor.status, self.config.status_listen
+        value, shared = inheritance.hand_down(inheritance.Passed(
+            self.sockets,
+            [(handle.pid, handle.control, handle.retiring) for handle in self.workers.values()],
+            None if status is None or listen is None else (listen.address, status)))
         for sock in shared:
             sock.set_inheritable(True)
         log.info("upgrading: exec %s", " ".join(command))
-        environment = {**os.environ, INHERIT: json.dumps(inherit)}
+        environment = {**os.environ, inheritance.INHERIT: value}
+        self.monitor.stop()  # the new master starts its own
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -334,6 +420,8 @@ class Master:
             log.error("upgrade failed, the old processes keep serving: %s", error)
             for sock in shared:
                 sock.set_inheritable(False)
+            if monitor_link.wanted(self.config):
+                self.start_monitor()
 
     def _cannot_start_anew(self) -> str | None:
         """What would stop the new master after the exec, where the dry run cannot see it:
@@ -369,6 +457,8 @@ class Master:
             pidfile.write(self.config.pid)
         if old_workers:  # a new worker that dies young must not stop the old ones
             self.began = float("-inf")
+        if monitor_link.wanted(self.config):
+            self.start_monitor()
         for _ in range(self.config.workers):
             self.spawn_or_later()
         fresh = [handle for handle in self._running()
@@ -400,6 +490,8 @@ class Master:
                 self.reap()
                 self._respawn_due()
         finally:
+            self.monitor.stop()
+            self.monitor.close()
             if self.config.pid is not None:
                 pidfile.remove(self.config.pid, os.getpid())
         return self.status
@@ -426,50 +518,23 @@ def _heard(handle: WorkerHandle, kind: str) -> bool:
     return False
 
 
-def _probe(command: list[str]) -> str | None:
-    """Why the code installed now cannot run this configuration, or None if it can."""
-    steps = [[sys.executable, "-c", "import wsgate.proxy.master"], [*command, "--check"]]
-    for step in steps:
-        try:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
-                                  stdin=subprocess.DEVNULL, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            return str(error)
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-            return lines[-1]
-    return None
-
-
-def inherited() -> tuple[Sockets, list[WorkerHandle]]:
-    """The sockets and workers an upgrade passed on (none on a fresh start)."""
-    text = os.environ.pop(INHERIT, None)
-    if text is None:
-        return {}, []
-    data = json.loads(text)
-    sockets: Sockets = {}
-    for address, fd, tls in data["sockets"]:
-        sock = socket.socket(fileno=fd)
-        sock.set_inheritable(False)
-        sockets[address] = Bound(sock, tls)
-    workers = []
-    for pid, fd, retiring in data["workers"]:
-        control = socket.socket(fileno=fd)
-        control.set_inheritable(False)
-        workers.append(WorkerHandle(pid, control, time.monotonic(), retiring=retiring))
-    return sockets, workers
-
-
 def run(config: ProxyConfig, path: str | None, argv: list[str], signals: Signals) -> int:
     """Open what the config names, bind (or take over an old master's sockets), and serve
     with ``config.workers`` processes until stopped."""
-    have, old_workers = inherited()
+    passed = inheritance.inherited()
+    have = passed.sockets
+    old_workers = [WorkerHandle(pid, control, time.monotonic(), retiring=retiring)
+                   for pid, control, retiring in passed.workers]
     resources = preflight.open_resources(config)  # before forking: one error, not N
     resources.error_log.install()
+    status = None
     try:
+        status = inheritance.status_socket(config, passed.status)
         sockets = listeners.bind_all(config, have)
     except Failure:
         resources.close()
+        if status is not None:
+            status.close()
         raise
     for sock in listeners.unused(have, sockets):
         sock.close()
@@ -477,9 +542,11 @@ def run(config: ProxyConfig, path: str | None, argv: list[str], signals: Signals
     def announce() -> None:
         for bound in sockets.values():
             print(f"Listening on {listeners.url_of(bound.sock, bound.tls)}")
+        if status is not None:
+            print(f"Status page on {listeners.url_of(status, False)}/")
         sys.stdout.flush()
 
-    master = Master(config, path, argv, resources, sockets)
+    master = Master(config, path, argv, resources, sockets, status)
     return master.run(signals, announce, old_workers)
 
 

@@ -14,7 +14,9 @@ of nginx's ways (:class:`Mode`), except that no WebSocket is ever cut without a 
 
 The master (:mod:`~wsgate.proxy.master`) talks to a worker over its control socket
 (:mod:`~wsgate.proxy.channel`): a reload brings the new configuration and every listening
-socket. ``wsgate up`` runs a Serving in its own process, without a master.
+socket. The monitor (:mod:`~wsgate.proxy.monitor`), when there is one, gets the worker's
+counts every second over a channel of their own, and sends back which servers are out of
+selection. ``wsgate up`` runs a Serving in its own process, without a master.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.errorlog import ErrorLog
 from wsgate.proxy.listeners import BACKLOG, Bound, Sockets
+from wsgate.proxy.stats import PUSH_INTERVAL
 from wsgate.proxy.tunnel import CLOSE_TIMEOUT, State, Tunnel
 from wsgate.proxy.worker import Worker
 from wsgate.signals import Signals
@@ -64,7 +67,8 @@ class Serving:
 
     def __init__(self, config: ProxyConfig, sockets: Sockets, tls: ssl.SSLContext | None,
                  access_log: AccessLog, error_log: ErrorLog | None = None,
-                 control: socket.socket | None = None) -> None:
+                 control: socket.socket | None = None,
+                 monitor: socket.socket | None = None) -> None:
         self.worker = Worker(config, access_log)
         self.sockets = sockets
         self.tls = tls
@@ -77,6 +81,8 @@ class Serving:
         """Where a retiring worker sends its tunnels."""
         self.receivers: list[handover.Receiver] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.monitor: socket.socket | None = None
+        self._monitor_given = monitor
 
     # -- signals and the master's messages -------------------------------------------------
 
@@ -129,6 +135,8 @@ class Serving:
         elif message.kind == "takeover":
             sock = socket.socket(fileno=message.fds[0])
             self.receivers.append(handover.Receiver(self.worker, sock))
+        elif message.kind == "monitor":  # a new monitor (the old one died, or an upgrade)
+            self._link(socket.socket(fileno=message.fds[0]))
         else:
             for fd in message.fds:
                 os.close(fd)
@@ -152,6 +160,54 @@ class Serving:
         self.tls = tls
         self.worker.apply(config, access_log)
         self._spawn(self._listen_anew(sockets))
+
+    # -- the monitor -------------------------------------------------------------------------
+
+    def _link(self, sock: socket.socket) -> None:
+        self._unlink()
+        sock.setblocking(False)
+        self.monitor = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._monitor_readable)
+
+    def _unlink(self) -> None:
+        if self.monitor is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.monitor.fileno())
+            self.monitor.close()
+            self.monitor = None
+
+    def _monitor_readable(self) -> None:
+        while self.monitor is not None:
+            try:
+                message = channel.receive(self.monitor)
+            except BlockingIOError:
+                return
+            except (OSError, ValueError):
+                message = None
+            if message is None:  # it is gone; the master will link a new one
+                self._unlink()
+                return
+            if message.kind == "marks":
+                self.worker.steer(message.fields["marks"])
+            for fd in message.fds:
+                os.close(fd)
+
+    def push(self) -> None:
+        """Send the monitor this worker's counts (skipped if it is behind: the next ones
+        say it all again)."""
+        if self.monitor is None:
+            return
+        try:
+            channel.send(self.monitor, "stats", self.worker.snapshot())
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._unlink()
+
+    async def _pushing(self) -> None:
+        while True:
+            await asyncio.sleep(PUSH_INTERVAL)
+            self.push()
 
     def _tell_master(self, kind: str) -> None:
         if self.control is not None:
@@ -227,6 +283,10 @@ class Serving:
         if self.control is not None:
             self.control.setblocking(False)
             loop.add_reader(self.control.fileno(), self._control_readable)
+        if self._monitor_given is not None:
+            self._link(self._monitor_given)
+            self._monitor_given = None
+        pushing = asyncio.ensure_future(self._pushing())
         self.servers = await self._listen(self.sockets)
         self._tell_master("ready")  # the master hands old workers' tunnels over only now
         if ready is not None:
@@ -240,6 +300,9 @@ class Serving:
         if on_stop is not None:
             await on_stop()
         await self._wind_down()
+        pushing.cancel()
+        self.push()  # the last counts: the monitor keeps them once this worker is gone
+        self._unlink()
 
     async def _wind_down(self) -> None:
         """Requests finish; tunnels end as the mode says; at ``worker_shutdown_timeout``

@@ -8,7 +8,8 @@ frame starts and can end the tunnel with a Close frame that splits none
 (:mod:`~wsgate.proxy.flow`): when one side's write buffer passes its high-water mark, the
 other side stops reading, so no more than a fixed bound is ever buffered per direction.
 The idle timer does not re-arm per read; it wakes every quarter of ``read_timeout`` and
-compares byte counts.
+compares byte counts. Why a tunnel ended (:class:`Why`) is decided once, by its first
+cause, on the closing path only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ IDLE_TICKS = 4
 CLOSE_TIMEOUT = 10.0
 """After the proxy's Close frame, how long the close handshake may take (websockets'
 default close_timeout): a client that never answers does not hold the tunnel."""
+
+
+class Why(enum.Enum):
+    """Why a tunnel ended, as the metrics count it (the first cause wins)."""
+
+    CLIENT = "client"
+    """The client began the end: its Close frame came first, or its side closed first."""
+    UPSTREAM = "upstream"
+    IDLE_TIMEOUT = "idle_timeout"
+    """No byte either way for ``read_timeout``."""
+    SEND_TIMEOUT = "send_timeout"
+    """A side took no byte for ``send_timeout``."""
+    SHUTDOWN = "shutdown"
+    DRAIN = "drain"
+    """Its server was removed, marked down or drained."""
+    ERROR = "error"
+    """A socket error (a reset), or an end with no other cause."""
 
 
 class State(enum.Enum):
@@ -56,6 +74,7 @@ class TunnelEnd(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """Half-close: pass the EOF on after what is buffered (TLS cannot: close both)."""
+        self.tunnel.ended_by(self, None)
         if self.other.can_write_eof() and not self.other.is_closing():
             self.other.write_eof()
             self.closing = True
@@ -68,7 +87,7 @@ class TunnelEnd(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.full = True
         self.other.pause_reading()
-        self.tunnel.stall.begin(self.tunnel.abort)
+        self.tunnel.stall.begin(self.tunnel.send_timed_out)
 
     def resume_writing(self) -> None:
         self.full = False
@@ -78,6 +97,7 @@ class TunnelEnd(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.tunnel.ended_by(self, exc)
         self.tunnel.close()
 
 
@@ -138,6 +158,7 @@ class _Ending(asyncio.Protocol):
         self.relay(data)
 
     def eof_received(self) -> bool:
+        self.end.tunnel.ended_by(self.end, None)
         self.end.tunnel.close()
         return False
 
@@ -154,8 +175,8 @@ class _Ending(asyncio.Protocol):
 class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
-    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_timer", "client", "on_close",
-                 "read_timeout", "stall", "state", "upstream")
+    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_mark", "_timer", "client",
+                 "on_close", "read_timeout", "reason", "stall", "state", "upstream")
 
     def __init__(
         self,
@@ -179,6 +200,10 @@ class Tunnel:
         self._idle = 0
         self._timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self.reason: Why | None = None
+        self._mark = -1
+        """The client's byte count when the upstream's Close frame passed (-1: none has)."""
+        self.upstream.cursor.on_close = self._upstream_close_frame
 
     @property
     def closed(self) -> bool:
@@ -223,18 +248,43 @@ class Tunnel:
             self._idle += 1
             if self._idle >= IDLE_TICKS:
                 self._timer = None
+                self.reason = self.reason or Why.IDLE_TIMEOUT
                 self.close()
                 return
         self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
 
     # -- endings ---------------------------------------------------------------------------
 
-    def going_away(self, code: int = 1001, reason: str = "going away") -> None:
+    def _upstream_close_frame(self) -> None:
+        self._mark = self.client.received
+
+    def ended_by(self, end: TunnelEnd, exc: Exception | None) -> None:
+        """Note why, if this is the first cause: ``end``'s side ended (with ``exc``).
+
+        Both sides close the same way whoever began (the server closes TCP first, RFC 6455
+        7.1.1), so the Close frames tell: if the client sent anything after the upstream's
+        Close frame passed, that was its answer, and the upstream began."""
+        if self.reason is not None:
+            return
+        if exc is not None:
+            self.reason = Why.ERROR
+        elif self._mark >= 0:
+            self.reason = Why.UPSTREAM if self.client.received > self._mark else Why.CLIENT
+        else:
+            self.reason = Why.CLIENT if end is self.client else Why.UPSTREAM
+
+    def send_timed_out(self) -> None:
+        self.reason = self.reason or Why.SEND_TIMEOUT
+        self.abort()
+
+    def going_away(self, code: int = 1001, reason: str = "going away",
+                   why: Why = Why.SHUTDOWN) -> None:
         """End as a WebSocket server would: a Close frame to the client, right after the
         frame in flight; the client's answer still goes upstream, so the server sees the
         close too; the sockets close when the upstream is done, or after CLOSE_TIMEOUT."""
         if self.state is State.CLOSED or self.state is State.ENDING:
             return
+        self.reason = self.reason or why
         if self.upstream.closing or self.client.transport.is_closing():
             self.close()  # the stream to the client has ended: no frame can follow it
             return

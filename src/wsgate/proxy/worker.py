@@ -1,12 +1,16 @@
 """What the connections of one worker process share: the configuration in force, its
 routes, the upstream keep-alive pool, the access log, the open connections, and the open
-tunnels with the server each one counts against.
+tunnels with the server each one counts against, and the counters for the metrics.
 
 Connections read the configuration from here at each request, so swapping it
 (:meth:`Worker.apply`, a reload) reaches every new request and no request mid-way. Open
 tunnels stay: one whose server is still configured is counted against the new
 configuration's; one whose server is gone is closed with Close 1001, the lot spread evenly
 over the group's ``drain_timeout`` so their clients do not reconnect all at once.
+
+The monitor (:mod:`~wsgate.proxy.monitor`) may take servers out of selection at run time
+(:meth:`Worker.steer`): failed health checks and an admin's "down" only stop new
+connections; an admin's "drain" also closes the server's tunnels, spread the same way.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from wsgate.proxy.accesslog import AccessLog, Entry
 from wsgate.proxy.config import DRAIN_TIMEOUT, ProxyConfig
 from wsgate.proxy.pool import Pool
 from wsgate.proxy.routes import Routes
 from wsgate.proxy.servers import ServerState
-from wsgate.proxy.tunnel import State, Tunnel
+from wsgate.proxy.stats import WorkerStats
+from wsgate.proxy.tunnel import State, Tunnel, Why
 from wsgate.proxy.upstreams import UpstreamGroup
 
 DRAIN_REASON = "upstream server removed"
@@ -55,8 +60,8 @@ class TunnelRecord:
 class Worker:
     """What the connections of one worker share (see the module's docstring)."""
 
-    __slots__ = ("access_log", "config", "draining", "drains", "open", "pool", "routes",
-                 "tunnels")
+    __slots__ = ("access_log", "config", "draining", "drains", "marks", "open", "pool",
+                 "routes", "stats", "tunnels")
 
     def __init__(self, config: ProxyConfig, access_log: AccessLog) -> None:
         self.config = config
@@ -68,6 +73,9 @@ class Worker:
         self.drains: dict[Tunnel, asyncio.TimerHandle] = {}
         """The Close still to come of each tunnel being drained (a reload may call it off)."""
         self.draining = False
+        self.stats = WorkerStats()
+        self.marks: dict[str, dict[str, str]] = {}
+        """The monitor's: group -> server address -> "down", "drain" or "unhealthy"."""
 
     def add_tunnel(self, tunnel: Tunnel, record: TunnelRecord) -> None:
         """Count ``tunnel`` as open; its server must already count it (acquired)."""
@@ -84,6 +92,8 @@ class Worker:
         entry.body_bytes_sent = tunnel.upstream.received
         entry.bytes_received = tunnel.client.received
         entry.request_time = entry.upstream_response_time = time.monotonic() - record.started
+        self.stats.tunnel_closed(tunnel, record.group.name, record.server.address,
+                                 entry.request_time, entry.remote_addr)
         self.access_log.write(entry)
 
     def forget(self, tunnel: Tunnel) -> TunnelRecord:
@@ -105,11 +115,38 @@ class Worker:
                    if tunnel not in self.drains and tunnel.state is not State.ENDING]
         self.drains.update(zip(tunnels, drain(tunnels, period), strict=True))
 
+    def steer(self, marks: dict[str, dict[str, str]]) -> None:
+        """The monitor's marks (see :attr:`marks`), whole: servers marked take no new
+        connection; the tunnels of one marked "drain" close, spread over its group's
+        ``drain_timeout``; those of one no longer marked stay."""
+        self.marks = marks
+        draining: dict[str, list[Tunnel]] = {}
+        for group in self.routes.groups.values():
+            marked = marks.get(group.name, {})
+            for server in group.servers:
+                server.down = server.config.down or server.address in marked
+        for tunnel, record in self.tunnels.items():
+            mark = marks.get(record.group.name, {}).get(record.server.address)
+            if mark == "drain":
+                draining.setdefault(record.group.name, []).append(tunnel)
+            elif tunnel in self.drains and live_server(
+                    self.routes, record.group.name, record.server.address) is not None:
+                self._call_off_drain(tunnel)  # drained by an admin, who took it back
+        for name, tunnels in draining.items():
+            upstream = self.config.upstreams.get(name)
+            self.drain(tunnels, DEFAULT_DRAIN if upstream is None else upstream.drain_timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters, for the monitor (:meth:`WorkerStats.snapshot`)."""
+        return self.stats.snapshot(
+            (tunnel, record.group.name, record.server.address)
+            for tunnel, record in self.tunnels.items())
+
     def drain_at(self, tunnel: Tunnel, delay: float) -> None:
         """Close one tunnel with Close 1001 after ``delay`` (its place in a spread)."""
         self._call_off_drain(tunnel)
         self.drains[tunnel] = asyncio.get_running_loop().call_later(
-            delay, tunnel.going_away, 1001, DRAIN_REASON)
+            delay, tunnel.going_away, 1001, DRAIN_REASON, Why.DRAIN)
 
     def apply(self, config: ProxyConfig, access_log: AccessLog) -> list[Tunnel]:
         """Swap in a new configuration (a reload); returns the tunnels whose server it
@@ -134,17 +171,19 @@ class Worker:
             upstream = config.upstreams.get(name) or before.upstreams.get(name)
             self.drain(tunnels, DEFAULT_DRAIN if upstream is None else upstream.drain_timeout)
             drained.extend(tunnels)
+        self.steer(self.marks)
         return drained
 
 
 def live_server(routes: Routes, group_name: str, address: str) -> ServerState | None:
-    """The server of that group and address in ``routes``, if it is there and not down
-    (where a tunnel that outlives a configuration counts, after a reload or a move)."""
+    """The server of that group and address in ``routes``, if it is there and not
+    configured down (where a tunnel that outlives a configuration counts, after a reload or
+    a move; the monitor's marks do not make it leave)."""
     group = routes.groups.get(group_name)
     if group is None:
         return None
     return next((server for server in group.servers
-                 if server.address == address and not server.down), None)
+                 if server.address == address and not server.config.down), None)
 
 
 def drain(tunnels: list[Tunnel], period: float) -> list[asyncio.TimerHandle]:
@@ -153,5 +192,5 @@ def drain(tunnels: list[Tunnel], period: float) -> list[asyncio.TimerHandle]:
     loop = asyncio.get_running_loop()
     count = len(tunnels)
     return [loop.call_later(period * index / (count - 1) if count > 1 else 0.0,
-                            tunnel.going_away, 1001, DRAIN_REASON)
+                            tunnel.going_away, 1001, DRAIN_REASON, Why.DRAIN)
             for index, tunnel in enumerate(tunnels)]
