@@ -21,21 +21,12 @@ upstreams: what turning the visibility on costs, the monitor's own CPU included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
-import threading
-import urllib.request
 from pathlib import Path
 
 import suite
-
-STATUS = """\
-status_listen = "127.0.0.1:{status}"
-"""
-HEALTH_CHECK = """
-[upstream.websocket.health_check]
-interval = "1s"
-"""
 
 
 def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int],
@@ -44,33 +35,17 @@ def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int],
     prefix = folder / name
     prefix.mkdir(exist_ok=True)
     config = prefix / "wsgate.toml"
-    text = suite.WSGATE_CONF.format(prefix=prefix, port=port, up1=upstreams[0],
-                                    up2=upstreams[1])
-    if status is not None:
-        text = STATUS.format(status=status) + text.replace(
-            '\n[location."/"]', HEALTH_CHECK + '\n[location."/"]')
-    config.write_text(text)
+    config.write_text(suite.wsgate_conf(prefix, port, upstreams[0], upstreams[1], status))
     return suite.Service(name, [wsgate, "proxy", "-c", str(config)], port)
-
-
-def scrape(port: int, stop: threading.Event) -> None:
-    """Read /metrics and /status once a second until ``stop``."""
-    while not stop.wait(1.0):
-        for path in ("/metrics", "/status"):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                    r.read()
-            except OSError:
-                pass
 
 
 def one_run(service: suite.Service, args: argparse.Namespace,
             status: int | None = None) -> tuple[float, float, float]:
     """messages/s, proxy CPU seconds per 100k messages, handshakes/s."""
     service.start()
-    stop = threading.Event()
+    scraping = contextlib.ExitStack()
     if status is not None:
-        threading.Thread(target=scrape, args=(status, stop), daemon=True).start()
+        scraping.enter_context(suite.Scraper(status))
     try:
         url = f"ws://127.0.0.1:{service.port}/"
         pids = service.pids()
@@ -84,7 +59,7 @@ def one_run(service: suite.Service, args: argparse.Namespace,
         storm = suite.bench(url, "--mode", "storm", "-c", str(args.storm))
         return rate, cpu / messages * 1e5, float(storm["rate"])  # type: ignore[arg-type]
     finally:
-        stop.set()
+        scraping.close()
         service.stop()
 
 

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,48 @@ server = ["127.0.0.1:{up1}", "127.0.0.1:{up2}"]
 proxy_pass = "http://websocket"
 proxy_read_timeout = "300s"
 """
+STATUS_CONF = """\
+status_listen = "127.0.0.1:{status}"
+"""
+HEALTH_CHECK_CONF = """
+[upstream.websocket.health_check]
+interval = "1s"
+"""
+
+
+def wsgate_conf(prefix: Path, port: int, up1: int, up2: int, status: int | None = None) -> str:
+    """The suite's wsgate config; with ``status``, a status listener on that port and a
+    health check every second on both upstreams (what visibility costs)."""
+    text = WSGATE_CONF.format(prefix=prefix, port=port, up1=up1, up2=up2)
+    if status is None:
+        return text
+    return STATUS_CONF.format(status=status) + text.replace(
+        '\n[location."/"]', HEALTH_CHECK_CONF + '\n[location."/"]')
+
+
+class Scraper:
+    """Reads /metrics and /status once a second, as a (very eager) Prometheus and an open
+    status page would, until stopped."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(1.0):
+            for path in ("/metrics", "/status"):
+                with contextlib.suppress(OSError), urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
+                    answer.read()
 
 
 def say(text: str) -> None:
@@ -520,13 +563,19 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--smoke", action="store_true",
                         help="a run of seconds that only checks the suite works (for CI)")
+    parser.add_argument("--status", action="store_true",
+                        help="wsgate runs with its status listener (read every second) and a "
+                             "health check every second")
     args = parser.parse_args()
     sizes, connections = [32, 4096], [1, 50, 500]
     idle_counts = [int(c) for c in args.idle.split(",")]
     if args.smoke:
         args.rounds, args.seconds, args.warmup, args.storm = 1, 0.5, 0.2, 50
         sizes, connections, idle_counts = [32], [1, 20], [50]
-    command = "python benchmarks/suite.py" + (" --smoke" if args.smoke else "")
+    command = "python benchmarks/suite.py" + (" --smoke" if args.smoke else "") + (
+        " --status" if args.status else "")
+    statuses: list[int] = []
+    """The status ports of the wsgate proxies made (the first is the one measured)."""
 
     nginx = ensure_nginx()
     node_modules = ensure_node_ws(Path(tempfile.gettempdir()) / "wsgate-bench-npm")
@@ -549,7 +598,9 @@ def main() -> None:
         folder = prefix / f"wsgate-{port}"
         folder.mkdir()
         conf = folder / "wsgate.toml"
-        conf.write_text(WSGATE_CONF.format(prefix=folder, port=port, up1=up1, up2=up2))
+        status = free_port() if args.status else None
+        statuses.extend([] if status is None else [status])
+        conf.write_text(wsgate_conf(folder, port, up1, up2, status))
         return Service("wsgate proxy", [*WSGATE, "proxy", "-c", str(conf)], port)
 
     node: Service | None = None
@@ -559,7 +610,9 @@ def main() -> None:
                        node_port, env={**os.environ, "NODE_PATH": str(node_modules)})
     proxy_nginx, proxy_wsgate = make_nginx(), make_wsgate()
     services = [upstream, proxy_nginx, proxy_wsgate] + ([node] if node else [])
-    with running(*services):
+    with running(*services), contextlib.ExitStack() as scraping:
+        if statuses:
+            scraping.enter_context(Scraper(statuses[0]))
         targets = [Target("upstream direct", None, up1), Target("nginx", proxy_nginx,
                                                                  proxy_nginx.port),
                    Target("wsgate proxy", proxy_wsgate, proxy_wsgate.port)]

@@ -211,6 +211,53 @@ def test_health_checks_take_a_dead_server_out_and_bring_it_back(
     assert all(item["healthy"] for item in health)
 
 
+def test_a_failing_health_check_cuts_no_open_tunnel(wsgate: Spawn, tmp_path: Path,
+                                                    bg: Background) -> None:
+    sick = {"now": False}
+
+    def health(connection: object, request: Any) -> Response | None:
+        if request.path == "/health" and sick["now"]:
+            return Response(503, "Service Unavailable", Headers([("Content-Length", "0")]))
+        return None
+
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(f"S:{message}")
+
+    async def start_server() -> int:
+        server = await serve(echo, "127.0.0.1", 0, process_request=health)
+        return int(server.sockets[0].getsockname()[1])
+
+    a = bg.run(Upstream("A").start())
+    s_port = bg.run(start_server())
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address, f"127.0.0.1:{s_port}"], extra=STATUS,
+                 upstream='[upstream.backend.health_check]\ninterval = "0.2s"\nfails = 1\n'
+                          'uri = "/health"\n')
+    _proxy, port, status = start(wsgate, config)
+
+    async def open_on_s() -> ClientConnection:
+        while True:  # round robin: every other connection
+            ws = await open_one(port)
+            await ws.send("x")
+            if await ws.recv() == "S:x":
+                return ws
+            await ws.close()
+
+    ws = bg.run(open_on_s())
+    sick["now"] = True
+    settle(status, lambda s: total(s, "wsgate_upstream_server_up",
+                                   server=f"127.0.0.1:{s_port}") == 0, "S unhealthy")
+    assert {who(port) for _ in range(4)} == {"A"}
+
+    async def still_open() -> str:
+        await ws.send("y")
+        return str(await ws.recv())
+
+    assert bg.run(still_open()) == "S:y"  # its tunnel is untouched
+    bg.run(ws.close())
+
+
 async def close_server(upstream: Upstream) -> None:
     assert upstream.server is not None
     upstream.server.close()

@@ -394,6 +394,7 @@ class Master:
             self.resources.error_log.close()
             self.resources.error_log = error_log
         self.signal_workers(signal.SIGUSR1)
+        self.monitor.configure(self.config, self.sockets)  # it reopens its error log too
 
     def upgrade(self) -> None:
         """Exec the code installed now in this process, once a dry run shows it starts."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
 import os
 import pickle
@@ -201,7 +202,10 @@ class Serving:
             channel.send(self.monitor, "stats", self.worker.snapshot())
         except BlockingIOError:
             pass
-        except OSError:
+        except OSError as error:
+            if error.errno == errno.EMSGSIZE:  # too many servers for one message: say so
+                log.error("worker %d: counts too large to send to the monitor", os.getpid())
+                return
             self._unlink()
 
     async def _pushing(self) -> None:

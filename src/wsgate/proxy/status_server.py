@@ -28,6 +28,8 @@ from websockets.server import ServerProtocol
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
+HEAD_TIMEOUT = 10.0
+"""A connection that has not sent a whole request by then is closed."""
 LIVE_BUFFER = 1 << 20
 """A live client whose unsent updates pass this gets none until it catches up."""
 TEXT = "text/plain; charset=utf-8"
@@ -109,6 +111,7 @@ class StatusConnection(asyncio.Protocol):
         self.headers: dict[bytes, bytes] = {}
         self.live: Live | None = None
         self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- httptools' callbacks --------------------------------------------------------------
 
@@ -119,6 +122,8 @@ class StatusConnection(asyncio.Protocol):
         self.headers[name.lower()] = value
 
     def on_message_complete(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         self.transport.pause_reading()
         self.task = asyncio.ensure_future(self._answer())
 
@@ -126,6 +131,7 @@ class StatusConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, transport.close)
 
     def data_received(self, data: bytes) -> None:
         if self.live is not None:
@@ -154,6 +160,8 @@ class StatusConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         if self.live is not None:
             self.app.left(self.live)
             self.live = None
