@@ -328,26 +328,40 @@ def test_admin_drain_down_up_and_reload(wsgate: Spawn, tmp_path: Path,
     bg.run(close_three_more(clients))
 
 
-def test_a_dead_monitor_is_replaced_and_flags_set_the_listener(
+def test_a_dead_monitor_is_replaced_and_goes_on_from_where_it_was(
         wsgate: Spawn, tmp_path: Path, bg: Background) -> None:
     a = bg.run(Upstream("A").start())
+    b = bg.run(Upstream("B").start())
     proxy = wsgate(["proxy", "--listen", "127.0.0.1:0", "--upstream", a.address,
-                    "--status", "127.0.0.1:0"])
+                    "--upstream", b.address, "--status", "127.0.0.1:0"])
     port = int(proxy.expect(r"Listening on http://[^ ]+:(\d+)").group(1))
     status = proxy.expect(r"Status page on (http://\S+)/").group(1)
-    assert who(port) == "A"
-    settle(status, lambda s: total(s, "wsgate_http_requests_total", status="101") == 1,
-           "the first request")
-    first = set(children(proxy.popen.pid))
-    workers = [int(w["pid"]) for w in json.loads(fetch(status + "/status")[1])["workers"]]
-    monitor = next(pid for pid in first if pid not in workers)
+    assert {who(port), who(port)} == {"A", "B"}
+    settle(status, lambda s: total(s, "wsgate_http_requests_total", status="101") == 2,
+           "two requests")
+
+    def pids() -> tuple[int, int]:
+        workers = [int(w["pid"]) for w in json.loads(fetch(status + "/status")[1])["workers"]]
+        monitor = next((pid for pid in children(proxy.popen.pid) if pid not in workers), 0)
+        return (workers or [0])[0], monitor  # none until a new worker's first report
+
+    # A worker killed outright: its counts stay (the monitor keeps what it last said).
+    worker, monitor = pids()
+    os.kill(worker, signal.SIGKILL)
+    proxy.expect("worker process .* exited on signal 9; started", stream="err")
+    wait_for(lambda: len(children(proxy.popen.pid)) == 2 and pids()[0] not in (0, worker),
+             what="a new worker")
+    assert admin(status, "down", f"server={b.address}")[0] == 200
+    time.sleep(2.5)  # the monitor tells the master its state within a second or two
     os.kill(monitor, signal.SIGKILL)
     proxy.expect("monitor process .* exited on signal 9; starting another", stream="err")
-    wait_for(lambda: len(set(children(proxy.popen.pid)) - first) == 1, what="a new monitor")
-    assert who(port) == "A"
-    # The worker holds its own counts, so the new monitor has them whole.
-    settle(status, lambda s: total(s, "wsgate_http_requests_total", status="101") == 2,
-           "both requests counted")
+    wait_for(lambda: len(children(proxy.popen.pid)) == 2 and pids()[1] not in (0, monitor),
+             what="a new monitor")
+    # The new one has the dead worker's counts and the admin's mark.
+    samples = settle(status, lambda s: total(s, "wsgate_http_requests_total",
+                                             status="101") == 2, "the counts kept")
+    assert total(samples, "wsgate_upstream_server_up", server=b.address) == 0
+    assert {who(port) for _ in range(4)} == {"A"}
 
 
 @pytest.mark.parametrize("value", ['"127.0.0.1:9145 ssl"', '"nowhere"'])

@@ -108,6 +108,26 @@ def test_responses_and_rejections_are_counted_once_each() -> None:
     assert rejection_cause(exchange(502, True)) == "proxy_error"
 
 
+def test_a_tunnel_handed_over_is_counted_once_over_both_workers() -> None:
+    async def main() -> None:
+        rig = open_tunnel()
+        rig.client.feed(b"x" * 10)
+        rig.upstream.feed(b"\x81\x01y")
+        old = WorkerStats()
+        old.moved(rig.tunnel, "g", "s:1", (0, 0))  # it leaves the old worker with 10 and 3
+        new = WorkerStats()
+        rig.client.feed(b"z" * 5)                   # 5 more in the new worker
+        counted = (10, 3)
+        snapshot = new.snapshot([(rig.tunnel, "g", "s:1", counted)])
+        assert old.bytes == {("g", "s:1"): [10, 3]}
+        assert snapshot["bytes"] == [["g", "s:1", 5, 0]]
+        new.tunnel_closed(rig.tunnel, "g", "s:1", counted, 1.0, "client")
+        assert new.bytes == {("g", "s:1"): [5, 0]}
+        assert new.snapshot([])["recent"][0]["bytes_to_upstream"] == 15  # the whole tunnel
+
+    asyncio.run(main())
+
+
 def snapshot(pid: int, requests: int, open_count: int, to_upstream: int) -> dict[str, Any]:
     return {"pid": pid, "requests": {"101": requests}, "rejections": {},
             "closed": [["g", "s:1", "client", 1]], "bytes": [["g", "s:1", to_upstream, 1]],
@@ -246,17 +266,29 @@ def test_gets_and_posts_are_answered_and_the_connection_closed() -> None:
     assert ask(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 3000).startswith(b"HTTP/1.1 431 ")
     assert ask(b"\x00\x01 nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     app = App()
-    answer = ask(b"POST /admin/drain?server=h:1&upstream=a HTTP/1.1\r\nHost: s:9\r\n"
-                 b"Origin: http://s:9\r\n\r\n", app)
+    answer = ask(b"POST /admin/drain?server=h:1&upstream=a HTTP/1.1\r\nHost: 10.0.0.1:9\r\n"
+                 b"Origin: http://10.0.0.1:9\r\nContent-Length: 2\r\n\r\n{}", app)
     assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
     assert app.actions == [("drain", {"server": "h:1", "upstream": "a"})]
-    cross = ask(b"POST /admin/reload HTTP/1.1\r\nHost: s:9\r\nOrigin: http://evil\r\n\r\n",
-                app)
-    assert cross.startswith(b"HTTP/1.1 403 ") and len(app.actions) == 1
+    for refused in (b"Host: 10.0.0.1:9\r\nOrigin: http://evil.example",  # another site
+                    b"Host: evil.example:9\r\nOrigin: http://evil.example:9"):  # rebinding
+        answer = ask(b"POST /admin/reload HTTP/1.1\r\n" + refused + b"\r\n\r\n", app)
+        assert answer.startswith(b"HTTP/1.1 403 ")
+    assert ask(b"POST /admin/up HTTP/1.1\r\nHost: localhost:9\r\n\r\n", app).startswith(
+        b"HTTP/1.1 200 ")
+    assert len(app.actions) == 2
+
+
+def test_a_pipelined_second_request_is_not_acted_on() -> None:
+    app = App()
+    answer = ask(b"GET /status HTTP/1.1\r\nHost: a\r\n\r\n"
+                 b"POST /admin/drain?server=h:1 HTTP/1.1\r\nHost: a\r\n\r\n", app)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"ok": true}\n')
+    assert app.actions == []
 
 
 def test_live_switches_to_a_websocket_and_sends_updates() -> None:
-    handshake = (b"GET /live HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    handshake = (b"GET /live HTTP/1.1\r\nHost: 127.0.0.1:9\r\nUpgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     answer = ask(handshake)
@@ -264,3 +296,5 @@ def test_live_switches_to_a_websocket_and_sends_updates() -> None:
     assert head.startswith(b"HTTP/1.1 101 ")
     assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
     assert frames == b"\x81\x0c" + b'{"hello": 1}'  # one text frame, and nothing else
+    from_elsewhere = handshake.replace(b"\r\n\r\n", b"\r\nOrigin: http://evil.example\r\n\r\n")
+    assert ask(from_elsewhere).startswith(b"HTTP/1.1 403 ")

@@ -242,3 +242,44 @@ def test_two_upgrades_in_a_row_keep_every_tunnel(
     _out, err = proxy.drain(timeout=15)
     assert proxy.popen.returncode == 0
     assert "error" not in err, err  # no message was sent to a worker that had gone
+
+
+def test_the_status_listener_and_its_counts_survive_an_upgrade(
+        wsgate: Spawn, installed: Path, tmp_path: Path, bg: Background) -> None:
+    import json
+    import urllib.request
+
+    a = bg.run(Upstream("A").start())
+    b = bg.run(Upstream("B").start())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        status_port = probe.getsockname()[1]
+    config = tmp_path / "wsgate.toml"
+    write_config(config, [a.address, b.address],
+                 extra=f'status_listen = "127.0.0.1:{status_port}"')
+    proxy, port = start_from(wsgate, installed, config)
+    status = f"http://127.0.0.1:{status_port}"
+
+    def document() -> dict[str, object]:
+        with urllib.request.urlopen(status + "/status", timeout=10) as answer:
+            found: dict[str, object] = json.load(answer)
+            return found
+
+    def upgrades() -> int:
+        return int(document()["requests"].get("101", 0))  # type: ignore[attr-defined]
+
+    assert {who(port), who(port)} == {"A", "B"}
+    wait_for(lambda: upgrades() == 2, what="two requests counted")
+    request = urllib.request.Request(f"{status}/admin/down?server={b.address}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.load(answer)["state"] == "down"
+    time.sleep(2.5)  # the monitor tells the master its state within a second or two
+    before = set(children(proxy.popen.pid))
+    proxy.signal(signal.SIGUSR2)
+    wait_for(lambda: not before & set(children(proxy.popen.pid)), timeout=30,
+             what="only new processes")
+    # The old worker's counts (it exited) and the admin's mark came through the exec.
+    wait_for(lambda: upgrades() == 2 and len(children(proxy.popen.pid)) == 2,
+             what="the counts after the upgrade")
+    assert {who(port) for _ in range(4)} == {"A"}
+    wait_for(lambda: upgrades() == 6, what="new requests counted on top")

@@ -54,10 +54,11 @@ def send(sock: socket.socket, kind: str, fields: dict[str, Any] | None = None,
         sock.sendall(data)
 
 
-def receive(sock: socket.socket) -> Message | None:
-    """The next message, or None at the end (the peer closed). A non-blocking socket with
-    nothing to read raises BlockingIOError."""
-    data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+def receive(sock: socket.socket, block: bool = True) -> Message | None:
+    """The next message, or None at the end (the peer closed). A non-blocking socket (or
+    ``block=False``) with nothing to read raises BlockingIOError."""
+    flags = 0 if block else socket.MSG_DONTWAIT
+    data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS, flags)
     if not data:
         for fd in fds:
             socket.close(fd)

@@ -202,7 +202,8 @@ def _rebuild(worker: Worker, fields: dict[str, Any], client: asyncio.Transport,
             drain_in = random.uniform(0.0, period)
     group.acquire(server)
     record = TunnelRecord(group, server, Entry(**fields["entry"]), fields["started"], False,
-                          fields["read_timeout"], fields["send_timeout"])
+                          fields["read_timeout"], fields["send_timeout"],
+                          (fields["client_received"], fields["upstream_received"]))
     worker.add_tunnel(tunnel, record)
     if drain_in is not None:
         worker.drain_at(tunnel, drain_in)

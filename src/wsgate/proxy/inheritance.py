@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from wsgate.errors import Failure
 from wsgate.proxy import listeners
@@ -32,6 +33,8 @@ class Passed:
     """(pid, control socket, retiring) of each old worker."""
     status: tuple[str, socket.socket] | None = None
     """The status listener's address as configured, and its socket."""
+    monitor: dict[str, Any] = field(default_factory=dict)
+    """What the monitor must not lose (its state, the reload counts)."""
 
 
 def hand_down(passed: Passed) -> tuple[str, list[socket.socket]]:
@@ -43,6 +46,7 @@ def hand_down(passed: Passed) -> tuple[str, list[socket.socket]]:
         "workers": [[pid, control.fileno(), retiring]
                     for pid, control, retiring in passed.workers],
         "status": None if status is None else [status[0], status[1].fileno()],
+        "monitor": passed.monitor,
     })
     shared = [bound.sock for bound in passed.sockets.values()]
     shared += [control for _pid, control, _retiring in passed.workers]
@@ -69,7 +73,7 @@ def inherited() -> Passed:
     return Passed(
         sockets={address: Bound(_adopt(fd), tls) for address, fd, tls in data["sockets"]},
         workers=[(pid, _adopt(fd), retiring) for pid, fd, retiring in data["workers"]],
-        status=status)
+        status=status, monitor=data.get("monitor") or {})
 
 
 def status_socket(config: ProxyConfig,

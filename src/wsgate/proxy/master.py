@@ -49,7 +49,7 @@ from wsgate.proxy import (
 )
 from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.errorlog import ALERT
-from wsgate.proxy.listeners import Sockets
+from wsgate.proxy.listeners import Bound, Sockets
 from wsgate.proxy.monitor_link import MonitorLink
 from wsgate.proxy.preflight import Resources
 from wsgate.proxy.server import Serving
@@ -81,7 +81,7 @@ class Master:
 
     def __init__(self, config: ProxyConfig, path: str | None, argv: list[str],
                  resources: Resources, sockets: Sockets,
-                 status: socket.socket | None = None) -> None:
+                 monitor: MonitorLink | None = None) -> None:
         self.config = config
         self.path = path
         self.argv = argv
@@ -93,7 +93,7 @@ class Master:
         self.began = time.monotonic()
         self.respawns: list[float] = []
         """When to start a worker in place of one that died young."""
-        self.monitor = MonitorLink(status)
+        self.monitor = monitor or MonitorLink(None)
         self.monitor_due: float | None = None
         """When to start the monitor again (it died)."""
 
@@ -184,9 +184,11 @@ class Master:
                 handle.control.close()
             for bound in self.sockets.values():
                 bound.sock.close()
+            self.resources.access_log.close()
 
         try:
-            self.monitor.start(self.config, self.sockets, close_inherited)
+            self.monitor.start(self.config, self.sockets, self.resources.error_log,
+                               close_inherited)
         except OSError as error:
             log.log(ALERT, "cannot start the monitor process: %s; trying again in %gs",
                     error.strerror or error, STARTUP_GRACE)
@@ -339,9 +341,9 @@ class Master:
                 log.error("worker process %d did not confirm the reload in %gs", handle.pid,
                           ANSWER_TIMEOUT)
         self._match_worker_count()
+        self.monitor.reloaded(True)  # to the monitor an admin's reload may wait on
         self._monitor_anew(status)
         log.info("reloaded %s", self.path)
-        self.monitor.reloaded(True)
         sdnotify.ready()
 
     def _status_socket(self, config: ProxyConfig) -> socket.socket | None:
@@ -357,9 +359,10 @@ class Master:
         """After a reload: the monitor gets the configuration, or is started or stopped
         (or both, for a new status address)."""
         if status is not self.monitor.status:
-            self.monitor.stop()
-            self.monitor.close()
-            self.monitor = MonitorLink(status)
+            old = self.monitor
+            old.stop()
+            old.close()
+            self.monitor = MonitorLink(status, old.state, old.reloads)
         if not monitor_link.wanted(self.config):
             self.monitor.stop()
         elif self.monitor.control is None:
@@ -403,16 +406,17 @@ class Master:
         if failure is not None:
             log.error("upgrade failed, the old processes keep serving: %s", failure)
             return
+        self.monitor.stop()  # the new master starts its own (and goes on from its state)
         status, listen = self.monitor.status, self.config.status_listen
         value, shared = inheritance.hand_down(inheritance.Passed(
             self.sockets,
             [(handle.pid, handle.control, handle.retiring) for handle in self.workers.values()],
-            None if status is None or listen is None else (listen.address, status)))
+            None if status is None or listen is None else (listen.address, status),
+            {"state": self.monitor.state, "reloads": self.monitor.reloads}))
         for sock in shared:
             sock.set_inheritable(True)
         log.info("upgrading: exec %s", " ".join(command))
         environment = {**os.environ, inheritance.INHERIT: value}
-        self.monitor.stop()  # the new master starts its own
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -434,6 +438,14 @@ class Master:
             config = configfile.load(self.path)
         except UsageError as error:
             return str(error)
+        status, listen = self.monitor.status, self.config.status_listen
+        if (config.status_listen is not None and (status is None or listen is None or
+                listeners.held_for({listen.address: Bound(status, False)},
+                                   config.status_listen) is None)):
+            try:
+                listeners.bind(config.status_listen).close()
+            except Failure as error:
+                return f"status_listen: {error}"
         for listener in config.listeners:
             if listeners.held_for(self.sockets, listener) is None:
                 try:
@@ -488,6 +500,7 @@ class Master:
                 info = signal.sigtimedwait(WAITED, 0.5 if self.respawns else 1.0)
                 if info is not None:
                     self._handle_safely(info.si_signo)
+                self.monitor.poll()
                 self.reap()
                 self._respawn_due()
         finally:
@@ -547,7 +560,9 @@ def run(config: ProxyConfig, path: str | None, argv: list[str], signals: Signals
             print(f"Status page on {listeners.url_of(status, False)}/")
         sys.stdout.flush()
 
-    master = Master(config, path, argv, resources, sockets, status)
+    master = Master(config, path, argv, resources, sockets,
+                    MonitorLink(status, passed.monitor.get("state"),
+                                passed.monitor.get("reloads")))
     return master.run(signals, announce, old_workers)
 
 

@@ -10,14 +10,19 @@ changes, so all workers agree. If it dies the master starts another; the proxy s
 meanwhile.
 
 The master's messages: ``worker`` (a worker's channel), ``config`` (the configuration
-in force, after a start or a reload, with the listeners' URLs), and ``reloaded`` (how a
-reload went, for the metrics and for an admin's reload waiting on it).
+in force, after a start or a reload, with the listeners' URLs), ``reloaded`` (how a
+reload went, for an admin's reload waiting on it, with the master's reload counts), and
+``state`` (what an earlier monitor kept). The monitor sends the master its ``state``
+whenever that changes: what exited workers counted and the admin's marks, so that a
+monitor started in its place (after a crash, a new status address, or an upgrade) goes on
+from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -31,6 +36,7 @@ from typing import Any
 from wsgate.errors import UsageError
 from wsgate.proxy import channel, marks, preflight, report
 from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.errorlog import ErrorLog
 from wsgate.proxy.health import ServerHealth
 from wsgate.proxy.probes import Checker
 from wsgate.proxy.stats import PUSH_INTERVAL, usage
@@ -41,14 +47,19 @@ log = logging.getLogger(__name__)
 
 RELOAD_WAIT = 60.0
 """How long an admin's reload waits for the master's verdict."""
+GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
 
 
 class Monitor:
     """The monitor's state and its answers (the status listener's :class:`App`)."""
 
     def __init__(self, config: ProxyConfig, control: socket.socket,
-                 listener: socket.socket | None) -> None:
+                 listener: socket.socket | None, error_log: ErrorLog | None = None) -> None:
         self.config = config
+        self.error_log = error_log
+        """The log this process writes to (the master's, until the first ``config``)."""
+        self.dirty = False
+        """The state the master keeps for a successor has changed since it was sent."""
         self.control = control
         self.listener = listener
         self.listeners: list[str] = []
@@ -99,6 +110,7 @@ class Monitor:
         except marks.NoSuchServer as error:
             return 404, {"ok": False, "error": str(error)}
         self.marks.act(action, key)
+        self.dirty = True
         log.warning("admin: %s server %s in upstream %s", action, key[1], key[0])
         self._steer()
         self.view = self._view()
@@ -159,10 +171,12 @@ class Monitor:
                 continue
             try:
                 channel.send(sock, "marks", {"marks": current})
-            except BlockingIOError:
-                continue  # its queue is full: next tick
-            except OSError:
-                self._worker_gone(pid)
+            except OSError as error:
+                if error.errno in GONE:
+                    self._worker_gone(pid)
+                elif not isinstance(error, BlockingIOError):  # tried again next tick
+                    log.error("monitor: cannot send worker %d the marks: %s", pid,
+                              error.strerror or error)
                 continue
             self.sent[pid] = text
 
@@ -194,20 +208,25 @@ class Monitor:
             asyncio.get_running_loop().add_reader(sock.fileno(), self._worker_readable, pid)
             self._steer()
         elif message.kind == "config":
-            self._configure(pickle.loads(message.blob), message.fields["listeners"])
+            self._configure(pickle.loads(message.blob), message.fields["listeners"],
+                            message.fields["reloads"])
         elif message.kind == "reloaded":
             verdict = {"ok": message.fields["ok"], "error": message.fields.get("error")}
-            self.totals.reloads["success" if verdict["ok"] else "failure"] += 1
+            self.totals.reloads = dict(message.fields["counts"])
             for future in self.reloads:
                 if not future.done():
                     future.set_result(verdict)
+        elif message.kind == "state":
+            self._restore(message.fields)
         else:
             for fd in message.fds:
                 os.close(fd)
 
-    def _configure(self, config: ProxyConfig, listeners: list[str]) -> None:
+    def _configure(self, config: ProxyConfig, listeners: list[str],
+                   reloads: dict[str, int]) -> None:
         self.config = config
         self.listeners = listeners
+        self.totals.reloads = dict(reloads)
         self.marks.prune(config)
         self.checker.configure(config)
         try:
@@ -217,20 +236,43 @@ class Monitor:
         else:
             access_log.close()
             error_log.install()
+            if self.error_log is not None:
+                self.error_log.close()
+            self.error_log = error_log
+        self._steer()
+
+    def _state(self) -> dict[str, Any]:
+        return {"base": self.totals.base.export(),
+                "admin": [[group, address, mark]
+                          for (group, address), mark in self.marks.admin.items()]}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Go on from an earlier monitor's ``state``."""
+        self.totals.base.add(state["base"], with_open=False)
+        for group, address, mark in state["admin"]:
+            self.marks.admin[(group, address)] = mark
+        self.marks.prune(self.config)
         self._steer()
 
     def _worker_readable(self, pid: int) -> None:
         sock = self.workers.get(pid)
-        while sock is not None:
+        if sock is not None and not self._read(pid, sock):
+            self._worker_gone(pid)
+
+    def _read(self, pid: int, sock: socket.socket) -> bool:
+        """Take every message worker ``pid`` has sent; False once it is gone."""
+        while True:
             try:
                 message = channel.receive(sock)
             except BlockingIOError:
-                return
-            except (OSError, ValueError):
-                message = None
+                return True
+            except ValueError:  # a message cut short (too large): skip it, not the worker
+                log.error("monitor: an unreadable message from worker %d", pid)
+                continue
+            except OSError:
+                return False
             if message is None:
-                self._worker_gone(pid)
-                return
+                return False
             if message.kind == "stats":
                 self.totals.update(message.fields)
             for fd in message.fds:
@@ -240,10 +282,12 @@ class Monitor:
         sock = self.workers.pop(pid, None)
         self.sent.pop(pid, None)
         if sock is not None:
+            self._read(pid, sock)  # what it said before it went (its last counts)
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(sock.fileno())
             sock.close()
         self.totals.gone(pid)
+        self.dirty = True
 
     # -- the whole life --------------------------------------------------------------------------
 
@@ -272,9 +316,23 @@ class Monitor:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(PUSH_INTERVAL)
-            self.view = self._view(self.totals.tick(time.monotonic()))
-            self._steer()
-            if self.live:
-                text = json.dumps(report.document(self.view))
-                for live in list(self.live):
-                    live.send(text)
+            try:
+                self._tick_once()
+            except Exception:  # a bug must not stop the page and the marks for good
+                log.exception("monitor: a tick failed")
+
+    def _tick_once(self) -> None:
+        self.view = self._view(self.totals.tick(time.monotonic()))
+        self._steer()
+        if self.dirty:
+            try:
+                channel.send(self.control, "state", self._state())
+                self.dirty = False
+            except BlockingIOError:
+                pass  # the master is busy: next tick
+            except OSError:
+                self.stopped.set()  # the master is gone
+        if self.live:
+            text = json.dumps(report.document(self.view))
+            for live in list(self.live):
+                live.send(text)

@@ -5,6 +5,9 @@ The master holds the status listener's socket, so a monitor that dies and is sta
 again, or an upgrade, never leaves the address unbound. Each worker's channel to the
 monitor is a socket pair the master makes: one end goes to the worker (inherited at its
 fork, or sent in a ``monitor`` message), the other to the monitor (a ``worker`` message).
+The master also keeps what the monitor must not lose with its process (its ``state``:
+exited workers' counts, the admin's marks; and the reload counts, which are the
+master's), and gives it to the next monitor.
 """
 
 from __future__ import annotations
@@ -17,15 +20,20 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from wsgate import runtime
 from wsgate.proxy import channel, listeners
 from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.errorlog import ErrorLog
 from wsgate.proxy.listeners import Sockets
 
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0
+SEND_TIMEOUT = 2.0
+"""A monitor that takes no message for this long is stuck: it is killed (and started
+again), so the master never hangs on it."""
 
 
 def wanted(config: ProxyConfig) -> bool:
@@ -37,13 +45,18 @@ def wanted(config: ProxyConfig) -> bool:
 class MonitorLink:
     """The monitor process as the master sees it."""
 
-    def __init__(self, status: socket.socket | None) -> None:
+    def __init__(self, status: socket.socket | None,
+                 state: dict[str, Any] | None = None,
+                 reloads: dict[str, int] | None = None) -> None:
         self.status = status
         """The status listener's socket (None without ``status_listen``)."""
         self.pid = 0
         self.control: socket.socket | None = None
+        self.state = state
+        """The monitor's latest ``state`` (None before it sent one)."""
+        self.reloads = reloads or {"success": 0, "failure": 0}
 
-    def start(self, config: ProxyConfig, sockets: Sockets,
+    def start(self, config: ProxyConfig, sockets: Sockets, error_log: ErrorLog,
               before_run: Callable[[], None]) -> None:
         """Fork the monitor; ``before_run`` (in the child) closes what the master holds
         that the monitor must not."""
@@ -54,29 +67,51 @@ class MonitorLink:
             status = 0
             try:
                 before_run()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                               signal.SIGCHLD):  # until its loop handles them: a stop stops
+                    signal.signal(signum, signal.SIG_DFL)
+                for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+                    signal.signal(signum, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
                 from wsgate.proxy.monitor import Monitor
 
-                runtime.run(Monitor(config, theirs, self.status).run())
+                runtime.run(Monitor(config, theirs, self.status, error_log).run())
             except BaseException as error:
                 log.critical("monitor %d failed: %s", os.getpid(), error)
                 status = 1
             finally:
                 os._exit(status)
         theirs.close()
+        ours.settimeout(SEND_TIMEOUT)
         self.pid, self.control = pid, ours
         self.configure(config, sockets)
+        if self.state is not None:
+            self._send("state", self.state)
 
     def configure(self, config: ProxyConfig, sockets: Sockets) -> None:
         urls = [listeners.url_of(bound.sock, bound.tls) for bound in sockets.values()]
-        self._send("config", {"listeners": urls}, pickle.dumps(config))
+        self._send("config", {"listeners": urls, "reloads": self.reloads},
+                   pickle.dumps(config))
 
     def reloaded(self, ok: bool, error: str | None = None) -> None:
-        self._send("reloaded", {"ok": ok, "error": error})
+        self.reloads["success" if ok else "failure"] += 1
+        self._send("reloaded", {"ok": ok, "error": error, "counts": self.reloads})
+
+    def poll(self) -> None:
+        """Take what the monitor has said (its ``state``), without waiting."""
+        while self.control is not None:
+            try:
+                message = channel.receive(self.control, block=False)
+            except (BlockingIOError, TimeoutError):
+                return
+            except (OSError, ValueError):
+                return  # it is gone (reaping says so) or said something unreadable
+            if message is None:
+                return
+            for fd in message.fds:
+                os.close(fd)
+            if message.kind == "state":
+                self.state = message.fields
 
     def pair_for(self) -> tuple[socket.socket, socket.socket] | None:
         """A new (worker end, monitor end) pair, or None when no monitor runs."""
@@ -103,6 +138,11 @@ class MonitorLink:
             return
         try:
             channel.send(self.control, kind, fields, blob, fds or [])
+        except TimeoutError:
+            log.error("the monitor took no %s message in %gs: stopping it (another will "
+                      "start)", kind, SEND_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         except OSError as error:  # it died: reaping starts another
             log.error("the monitor did not get the %s message: %s", kind,
                       error.strerror or error)
@@ -117,6 +157,7 @@ class MonitorLink:
         """Stop it and wait (STOP_WAIT at most, then kill)."""
         if not self.pid:
             return
+        self.poll()  # its last word, for the next one
         pid = self.pid
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

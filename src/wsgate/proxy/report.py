@@ -66,8 +66,9 @@ class View:
                 if (name, server.address) not in seen:
                     seen.add((name, server.address))
                     yield name, server.address, server.down
-        for key in self.counts.open:
-            if key not in seen:
+        for key in (*self.counts.open, *self.counts.bytes):
+            if key not in seen:  # removed by a reload; its counts stay
+                seen.add(key)
                 yield key[0], key[1], True
 
     def mark(self, group: str, address: str) -> str | None:

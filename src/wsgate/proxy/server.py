@@ -49,6 +49,8 @@ from wsgate.signals import Signals
 log = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "proxy shutting down"
+GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)
+"""A channel's errors that mean the process at the other end is gone."""
 POLL = 0.05
 FRESH_GRACE = 1.0
 """How long a connection accepted just before the stop has to send its first request."""
@@ -84,6 +86,7 @@ class Serving:
         self.tasks: set[asyncio.Task[None]] = set()
         self.monitor: socket.socket | None = None
         self._monitor_given = monitor
+        self._said = False
 
     # -- signals and the master's messages -------------------------------------------------
 
@@ -187,6 +190,7 @@ class Serving:
                 message = None
             if message is None:  # it is gone; the master will link a new one
                 self._unlink()
+                self.worker.steer({})  # its marks went with it; a new one sends its own
                 return
             if message.kind == "marks":
                 self.worker.steer(message.fields["marks"])
@@ -198,20 +202,26 @@ class Serving:
         say it all again)."""
         if self.monitor is None:
             return
+        snapshot = self.worker.snapshot()
         try:
-            channel.send(self.monitor, "stats", self.worker.snapshot())
-        except BlockingIOError:
-            pass
+            channel.send(self.monitor, "stats", snapshot)
         except OSError as error:
-            if error.errno == errno.EMSGSIZE:  # too many servers for one message: say so
-                log.error("worker %d: counts too large to send to the monitor", os.getpid())
-                return
-            self._unlink()
+            if error.errno in GONE:
+                self._unlink()
+            elif not isinstance(error, BlockingIOError) and not self._said:
+                self._said = True  # once: it would come back every second
+                log.error("worker %d cannot send its counts to the monitor: %s",
+                          os.getpid(), error.strerror or error)
+            return
+        self.worker.stats.sent(snapshot)
 
     async def _pushing(self) -> None:
         while True:
             await asyncio.sleep(PUSH_INTERVAL)
-            self.push()
+            try:
+                self.push()
+            except Exception:  # a bug here must not stop the counts for good, nor serving
+                log.exception("worker %d: sending the counts failed", os.getpid())
 
     def _tell_master(self, kind: str) -> None:
         if self.control is not None:

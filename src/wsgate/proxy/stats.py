@@ -100,37 +100,45 @@ class WorkerStats:
             cause = rejection_cause(exchange)
             self.rejections[cause] = self.rejections.get(cause, 0) + 1
 
-    def tunnel_closed(self, tunnel: Tunnel, group: str, server: str, duration: float,
-                      client: str) -> None:
+    def tunnel_closed(self, tunnel: Tunnel, group: str, server: str,
+                      counted: tuple[int, int], duration: float, client: str) -> None:
+        """A tunnel closed; ``counted``: its bytes another worker counted before it came
+        here (see :class:`~wsgate.proxy.worker.TunnelRecord`)."""
         reason = (tunnel.reason or Why.ERROR).value
         key = (group, server, reason)
         self.closed[key] = self.closed.get(key, 0) + 1
+        self.moved(tunnel, group, server, counted)
         to_upstream, to_client = tunnel.client.received, tunnel.upstream.received
-        counts = self.bytes.setdefault((group, server), [0, 0])
-        counts[0] += to_upstream
-        counts[1] += to_client
         self.histograms["tunnel_duration_seconds"].observe(duration)
         self.recent.append({
             "time": time.time(), "upstream": group, "server": server, "reason": reason,
             "duration": round(duration, 3), "bytes_to_upstream": to_upstream,
             "bytes_to_client": to_client, "client": client})
 
-    def snapshot(self, tunnels: Iterable[tuple[Tunnel, str, str]]) -> dict[str, Any]:
+    def moved(self, tunnel: Tunnel, group: str, server: str,
+              counted: tuple[int, int]) -> None:
+        """Count for good the bytes of a tunnel that closes or leaves this worker (less
+        what another worker counted before it came)."""
+        counts = self.bytes.setdefault((group, server), [0, 0])
+        counts[0] += tunnel.client.received - counted[0]
+        counts[1] += tunnel.upstream.received - counted[1]
+
+    def snapshot(self, tunnels: Iterable[tuple[Tunnel, str, str, tuple[int, int]]]
+                 ) -> dict[str, Any]:
         """Everything counted so far, with the open tunnels' bytes as they stand now;
-        the closes listed are those since the last snapshot. ``tunnels``: each open
-        tunnel with its group and server."""
+        the closes listed are those not yet sent (:meth:`sent`). ``tunnels``: each open
+        tunnel with its group, its server and the bytes counted elsewhere."""
         open_counts: dict[tuple[str, str], int] = {}
         moved = {key: list(counts) for key, counts in self.bytes.items()}
-        for tunnel, group, server in tunnels:
+        for tunnel, group, server, counted in tunnels:
             key = (group, server)
             open_counts[key] = open_counts.get(key, 0) + 1
             counts = moved.get(key)
             if counts is None:
                 counts = moved[key] = [0, 0]
-            counts[0] += tunnel.client.received
-            counts[1] += tunnel.upstream.received
+            counts[0] += tunnel.client.received - counted[0]
+            counts[1] += tunnel.upstream.received - counted[1]
         recent = list(self.recent)
-        self.recent.clear()
         cpu, rss = usage()
         return {
             "pid": os.getpid(),
@@ -144,6 +152,11 @@ class WorkerStats:
             "cpu_seconds": cpu,
             "rss_bytes": rss,
         }
+
+    def sent(self, snapshot: dict[str, Any]) -> None:
+        """The monitor has ``snapshot``: its closes need not be sent again."""
+        for _ in snapshot["recent"]:
+            self.recent.popleft()
 
 
 def usage(pid: int | None = None) -> tuple[float, int]:

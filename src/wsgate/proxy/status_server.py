@@ -8,21 +8,27 @@ Sans-I/O :class:`~websockets.server.ServerProtocol`, which gets the raw head and
 handshake, pings and the close. What is answered is the :class:`App`'s
 (:mod:`~wsgate.proxy.monitor`); this module only moves bytes.
 
-A POST that a browser sends from another site carries an ``Origin`` that is not this
-listener's: it gets 403, so a web page cannot drain a server through its visitor.
+What a web page could make its visitor's browser do is refused with 403: an admin POST
+or a ``/live`` WebSocket whose ``Origin`` is another site, and one whose ``Host`` is a name
+other than ``localhost`` or this machine's (a DNS-rebinding page, whose Origin and Host
+agree, names its own domain there). Scrapers and ``curl`` send no Origin, and ``/metrics``
+and ``/status`` answer whatever the Host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import httptools
 from websockets.frames import CloseCode
 from websockets.http11 import Request as WsRequest
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,9 @@ HEAD_TIMEOUT = 10.0
 """A connection that has not sent a whole request by then is closed."""
 LIVE_BUFFER = 1 << 20
 """A live client whose unsent updates pass this gets none until it catches up."""
+LIVE_BEHIND = 60
+"""Updates in a row a live client may miss (at one a second) before it is cut: a phone
+that went away without closing."""
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 
@@ -71,22 +80,29 @@ def json_response(status: int, document: dict[str, Any]) -> bytes:
 class Live:
     """One page's WebSocket: the monitor sends it a JSON document every tick."""
 
-    __slots__ = ("protocol", "transport")
+    __slots__ = ("behind", "protocol", "transport")
 
     def __init__(self, protocol: ServerProtocol, transport: asyncio.Transport) -> None:
         self.protocol = protocol
         self.transport = transport
+        self.behind = 0
 
     def send(self, text: str) -> None:
         """Send one update, unless the last ones are still unsent (a slow phone): the next
-        update says it all again."""
-        if self.transport.is_closing() or self.transport.get_write_buffer_size() > LIVE_BUFFER:
+        update says it all again. One that stays behind for LIVE_BEHIND updates is cut."""
+        if self.transport.is_closing() or self.protocol.state is not State.OPEN:
             return
+        if self.transport.get_write_buffer_size() > LIVE_BUFFER:
+            self.behind += 1
+            if self.behind >= LIVE_BEHIND:
+                self.transport.abort()
+            return
+        self.behind = 0
         self.protocol.send_text(text.encode())
         self.flush()
 
     def close(self, code: int = CloseCode.GOING_AWAY) -> None:
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and self.protocol.state is State.OPEN:
             self.protocol.send_close(code)
             self.flush()
 
@@ -97,6 +113,23 @@ class Live:
             else:  # websockets' signal that the stream ends here
                 self.transport.close()
                 return
+
+
+def trusted_host(host: str) -> bool:
+    """Whether a Host header names this listener in a way no DNS rebinding can: an IP
+    address, ``localhost``, or this machine's own name (a Host without one is curl's
+    HTTP/1.0, or a test's)."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:  # "[" without "]": not a host at all
+        return False
+    if not name or name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name in {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return True
 
 
 class StatusConnection(asyncio.Protocol):
@@ -112,16 +145,26 @@ class StatusConnection(asyncio.Protocol):
         self.live: Live | None = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.method = b""
+        self.done = False
+        """The one request is complete: llhttp's callbacks for a pipelined next are not
+        ours to act on."""
 
     # -- httptools' callbacks --------------------------------------------------------------
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        if not self.done:
+            self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
+        if not self.done:
+            self.headers[name.lower()] = value
 
     def on_message_complete(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.method = self.parser.get_method()
         if self.timer is not None:
             self.timer.cancel()
         self.transport.pause_reading()
@@ -148,8 +191,7 @@ class StatusConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # llhttp stops here; the head is complete
-            if self.task is None:
-                self.on_message_complete()
+            self.on_message_complete()
         except httptools.HttpParserError as error:
             self._finish(response(400, f"bad request: {error}\n".encode(), TEXT))
 
@@ -185,15 +227,16 @@ class StatusConnection(asyncio.Protocol):
             self._finish(data)
 
     async def _respond(self) -> bytes | None:
-        method = self.parser.get_method()
+        method = self.method
         parts = urlsplit(self.url.decode("latin-1"))
         path = parts.path
         if method == b"POST":
             if not path.startswith("/admin/"):
                 return response(405, b"POST is for /admin/ actions\n", TEXT)
-            if not self._same_origin():
-                log.info("status listener: 403 for a cross-site POST to %s", path)
-                return json_response(403, {"ok": False, "error": "cross-site request"})
+            refused = self._refused()
+            if refused:
+                log.info("status listener: 403 for a POST to %s: %s", path, refused)
+                return json_response(403, {"ok": False, "error": refused})
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
             status, document = await self.app.admin(path.removeprefix("/admin/"), params)
             return json_response(status, document)
@@ -202,6 +245,10 @@ class StatusConnection(asyncio.Protocol):
         if path.startswith("/admin/"):
             return json_response(405, {"ok": False, "error": "an admin action is a POST"})
         if path == "/live" and self.headers.get(b"upgrade", b"").lower() == b"websocket":
+            refused = self._refused()
+            if refused:
+                log.info("status listener: 403 for /live: %s", refused)
+                return response(403, f"{refused}\n".encode(), TEXT)
             self._go_live()
             return None
         if path == "/":
@@ -213,12 +260,16 @@ class StatusConnection(asyncio.Protocol):
             return response(200, body, content_type)
         return response(404, b"not found: try /, /status or /metrics\n", TEXT)
 
-    def _same_origin(self) -> bool:
+    def _refused(self) -> str:
+        """Why a browser's request must not act or watch here ("" if it may)."""
+        host = self.headers.get(b"host", b"").decode("latin-1")
         origin = self.headers.get(b"origin")
-        if origin is None:
-            return True  # not a browser's cross-site request (curl, scripts)
-        return urlsplit(origin.decode("latin-1")).netloc == \
-            self.headers.get(b"host", b"").decode("latin-1")
+        if origin is not None and urlsplit(origin.decode("latin-1")).netloc != host:
+            return "cross-site request"
+        if not trusted_host(host):
+            return (f"Host {host!r} is not this machine: use its address, localhost or "
+                    f"{socket.gethostname()}")
+        return ""
 
     def _go_live(self) -> None:
         protocol = ServerProtocol(max_size=1 << 16)

@@ -54,6 +54,17 @@ class Counts:
                 mine[index] += count
             mine[-1] += histogram["sum"]
 
+    def export(self) -> dict[str, Any]:
+        """These counts in a snapshot's form (to hand them to another monitor)."""
+        return {
+            "requests": dict(self.requests), "rejections": dict(self.rejections),
+            "closed": [[*key, count] for key, count in self.closed.items()],
+            "bytes": [[*key, *counts] for key, counts in self.bytes.items()],
+            "open": [],
+            "histograms": {name: {"counts": values[:-1], "sum": values[-1]}
+                           for name, values in self.histograms.items()},
+        }
+
     @property
     def tunnels_open(self) -> int:
         return sum(self.open.values())

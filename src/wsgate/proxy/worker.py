@@ -55,6 +55,9 @@ class TunnelRecord:
     tls: bool
     read_timeout: float
     send_timeout: float
+    counted: tuple[int, int] = (0, 0)
+    """Bytes each way (to upstream, to client) that the worker it came from has counted
+    already (a tunnel handed over): the metrics count only the rest here."""
 
 
 class Worker:
@@ -78,8 +81,11 @@ class Worker:
         """The monitor's: group -> server address -> "down", "drain" or "unhealthy"."""
 
     def add_tunnel(self, tunnel: Tunnel, record: TunnelRecord) -> None:
-        """Count ``tunnel`` as open; its server must already count it (acquired)."""
+        """Count ``tunnel`` as open; its server must already count it (acquired). One to a
+        server being drained (its handshake was under way when the drain began) goes too."""
         self.tunnels[tunnel] = record
+        if self.marks.get(record.group.name, {}).get(record.server.address) == "drain":
+            self.drain([tunnel], 0.0)
 
     def tunnel_closed(self, tunnel: Tunnel) -> None:
         """One access-log line per WebSocket, at its close, with the bytes each way."""
@@ -93,7 +99,7 @@ class Worker:
         entry.bytes_received = tunnel.client.received
         entry.request_time = entry.upstream_response_time = time.monotonic() - record.started
         self.stats.tunnel_closed(tunnel, record.group.name, record.server.address,
-                                 entry.request_time, entry.remote_addr)
+                                 record.counted, entry.request_time, entry.remote_addr)
         self.access_log.write(entry)
 
     def forget(self, tunnel: Tunnel) -> TunnelRecord:
@@ -101,6 +107,7 @@ class Worker:
         self._call_off_drain(tunnel)
         record = self.tunnels.pop(tunnel)
         record.group.release(record.server)
+        self.stats.moved(tunnel, record.group.name, record.server.address, record.counted)
         return record
 
     def _call_off_drain(self, tunnel: Tunnel) -> None:
@@ -139,7 +146,7 @@ class Worker:
     def snapshot(self) -> dict[str, Any]:
         """The counters, for the monitor (:meth:`WorkerStats.snapshot`)."""
         return self.stats.snapshot(
-            (tunnel, record.group.name, record.server.address)
+            (tunnel, record.group.name, record.server.address, record.counted)
             for tunnel, record in self.tunnels.items())
 
     def drain_at(self, tunnel: Tunnel, delay: float) -> None:
