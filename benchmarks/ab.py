@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import suite
@@ -48,6 +49,11 @@ def one_run(service: suite.Service, args: argparse.Namespace,
         scraping.enter_context(suite.Scraper(status))
     try:
         url = f"ws://127.0.0.1:{service.port}/"
+        # The master listens before its worker exists: measure once the worker does (else
+        # a run reads about 0 CPU, as one in a few did).
+        deadline = time.monotonic() + 10
+        while len(service.pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         pids = service.pids()
         before = suite.cpu_seconds(pids)
         result = suite.bench(url, "-c", str(args.connections), "-s", str(args.size),
