@@ -129,6 +129,8 @@ def upstream_request_headers(
             continue
         if low in FORWARDED and not variables.trusted:
             continue
+        if low == b"content-length":  # checked to be digits once its OWS is off
+            value = value.strip(b" \t")
         out.append((name, value))
     has_host = any(name.lower() == b"host" for name, _ in out)
     for name, template in set_headers:

@@ -16,6 +16,11 @@ Headers = list[tuple[bytes, bytes]]
 _TOKENS = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _DIGITS = re.compile(rb"^[0-9]+\Z")
+_HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z")
+"""RFC 9112 3.2 and RFC 3986 3.2.2: ``host[:port]``; a host is an IP literal in brackets,
+or a name (or IPv4 address) of unreserved characters, sub-delims and %-escapes. Not a
+path, not userinfo, not a space."""
+_OWS = b" \t"
 _NONE: list[bytes] = []
 _AMBIGUOUS_PATH = re.compile(rb"(?:^|/)\.\.?(?:/|$)|%2[eEfF]|%5[cC]|\\")
 """Dot segments, encoded dots and slashes, backslashes: paths a server behind us could
@@ -101,8 +106,8 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
         raise HeadError(400, "more than one Host header")
     if head.version == "1.1" and not hosts:
         raise HeadError(400, "HTTP/1.1 request without a Host header")
-    if b"@" in (hosts[0] if hosts else b"") or b" " in (hosts[0] if hosts else b""):
-        raise HeadError(400, "invalid Host header")
+    if hosts and not _HOST.match(hosts[0].strip(_OWS)):
+        raise HeadError(400, "invalid Host header (not host[:port])")
     lengths = head.get_all(b"content-length")
     encodings = head.get_all(b"transfer-encoding")
     if encodings:
@@ -115,9 +120,10 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
             raise HeadError(400, "Transfer-Encoding other than a final chunked")
         return BodyFraming(chunked=True, length=None)
     if lengths:
-        if len(lengths) > 1 or not _DIGITS.match(lengths[0]):
+        value = lengths[0].strip(_OWS)  # a field value never includes the OWS around it
+        if len(lengths) > 1 or not _DIGITS.match(value):
             raise HeadError(400, "several or invalid Content-Length values")
-        length = int(lengths[0])
+        length = int(value)
         if max_body is not None and length > max_body:
             raise HeadError(413, "body over client_max_body_size")
         return BodyFraming(chunked=False, length=length)

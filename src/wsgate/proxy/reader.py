@@ -23,8 +23,8 @@ Queued = tuple[int, object]
 
 class RequestReader:
     __slots__ = ("config", "counting", "events", "head_bytes", "head_open", "head_size",
-                 "headers", "in_body", "parser", "pending", "queued_bytes", "queued_heads",
-                 "url")
+                 "headers", "in_body", "line", "parser", "pending", "queued_bytes",
+                 "queued_heads", "url")
 
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
@@ -49,9 +49,12 @@ class RequestReader:
         self.counting = False
         """The bytes fed are counted against the head limits: a head is being read with
         no request before it (a pipelined head is held to on_url's and on_header's)."""
+        self.line: bytes | None = None
+        """The request line so far, until its end is seen and checked (None: done)."""
 
     def start_head(self) -> None:
         """The next bytes begin a head, with nothing before it: count them."""
+        self.line = None if self.head_open else b""  # begun already: pipelined, not checked
         self.head_open = True
         self.counting = True
         self.head_bytes = 0
@@ -65,6 +68,9 @@ class RequestReader:
             return True
         if self.counting:
             self.head_bytes += len(data)
+            if self.line is not None and not self._line_ok(data):
+                self._fail(HeadError(400, "request line without an HTTP version (HTTP/0.9)"))
+                return False
         self.config = config
         try:
             parser.feed_data(data)
@@ -88,6 +94,18 @@ class RequestReader:
             elif self.head_bytes > config.max_request_line + config.max_header_total:
                 self._fail(HeadError(431, "request head too large"))
         return False
+
+    def _line_ok(self, data: bytes) -> bool:
+        """Whether the request line, once its end is in, names a version: llhttp reads a
+        line without one as HTTP/0.9 and waits for headers that never come, so it is
+        refused here, at once. (Too long a line is on_url's to refuse.)"""
+        end = data.find(b"\n")
+        if end < 0:
+            self.line = (self.line or b"") + data[:self.config.max_request_line + 16]
+            return True
+        line = ((self.line or b"") + data[:end]).rstrip(b"\r")
+        self.line = None
+        return b" " in line and line.rsplit(b" ", 1)[1].startswith(b"HTTP/")
 
     def _fail(self, error: HeadError) -> None:
         """Stop parsing: the request is answered with ``error`` once those before it are.
