@@ -404,9 +404,10 @@ BAD = [
      "wsgate.toml: worker_process: unknown key (did you mean worker_processes?)"),
     ("zzz = 1\n" + MINIMAL,
      "wsgate.toml: zzz: unknown key (known: listen, worker_processes, ssl_certificate, "
-     "ssl_certificate_key, trusted_proxies, client_header_timeout, client_max_body_size, "
-     "large_client_header_buffers, keepalive_timeout, worker_shutdown_timeout, status_listen, "
-     "pid, access_log, error_log, upstream, location)"),
+     "ssl_certificate_key, trusted_proxies, client_header_timeout, client_body_timeout, "
+     "client_max_body_size, large_client_header_buffers, keepalive_timeout, "
+     "worker_shutdown_timeout, status_listen, pid, access_log, error_log, upstream, "
+     "location)"),
     ('proxy_read_timeout = "300s"\n' + MINIMAL,
      'wsgate.toml: proxy_read_timeout: unknown key here: it belongs in a [location."/..."] '
      "table"),

@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from websockets.utils import accept_key
 
 from fakes import FakeTransport
@@ -897,20 +896,36 @@ def test_http10_keep_alive_is_announced_or_the_connection_closed() -> None:
     run(main)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "No timer runs while a request body is being received: _begin disarms the phase timer "
-    "and proxy_read_timeout is armed only at the request's end, and Stall counts only "
-    "stuck writers, so a client that sends a head with Content-Length: 10 and 3 bytes "
-    "holds its connection and an upstream connection forever (nginx: client_body_timeout, "
-    "408). Every timeout here is 0.05 s; set the new one small too when it exists"))
 def test_client_stalling_mid_body_is_eventually_cut() -> None:
+    """nginx's client_body_timeout: no body byte for that long is 408, and the upstream
+    connection goes too."""
     async def main() -> None:
         rig = make_rig(make_config(read_timeout="0.05", client_header_timeout=0.05,
-                                   keepalive_timeout=0.05, send_timeout=0.05))
+                                   keepalive_timeout=0.05, send_timeout=0.05,
+                                   client_body_timeout=0.05))
         rig.client.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
         await settle()
         await until(lambda: rig.client.closing, limit=0.3)
         assert rig.up.closing
+        assert rig.client.take().startswith(b"HTTP/1.1 408 ")
+
+    run(main)
+
+
+def test_a_slow_but_steady_body_is_not_cut() -> None:
+    """The timeout runs between two reads, not for the whole body (as nginx's)."""
+    async def main() -> None:
+        rig = make_rig(make_config(client_body_timeout=0.06))
+        rig.client.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n")
+        for byte in b"abcdef":
+            await asyncio.sleep(0.03)
+            rig.client.feed(bytes([byte]))
+        await settle()
+        assert not rig.client.closing
+        assert rig.up.take().endswith(b"abcdef")
+        rig.up.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await settle()
+        assert rig.client.take().startswith(b"HTTP/1.1 200 ")
 
     run(main)
 

@@ -26,6 +26,7 @@ from proxy_helpers import KEY, Recorder, simple_config, switching_response
 
 LIMITS = """\
 client_header_timeout = "1s"
+client_body_timeout = "1s"
 large_client_header_buffers = "4 1k"
 client_max_body_size = "1k"
 """
@@ -528,6 +529,16 @@ def test_bad_chunks_after_the_head_never_complete_upstream(gate: Gate, seen: See
     wait_for(lambda: len(gate.upstream.partial) > partial)
     assert len(gate.upstream.bodies) == seen.bodies
     assert b"hello" not in gate.upstream.partial[-1]
+
+
+def test_a_body_that_stalls_gets_408_at_the_body_timeout(gate: Gate, seen: Seen) -> None:
+    """nginx's client_body_timeout: no byte of the body for that long (here 1 s)."""
+    began = time.monotonic()
+    answer, closed = send(gate.port, post("Content-Length: 10", body=b"abc"), timeout=5)
+    assert split(answer)[0] == 408, answer
+    assert closed
+    assert 0.9 < time.monotonic() - began < 3
+    assert len(gate.upstream.bodies) == seen.bodies  # no complete body went upstream
 
 
 def test_client_leaving_mid_body_leaves_no_body_upstream(gate: Gate, seen: Seen) -> None:

@@ -199,6 +199,8 @@ class ProxyConfig:
         "trusted_proxies", d.network, (), many=True, nginx="set_real_ip_from")
     client_header_timeout: float = directive(
         "client_header_timeout", d.positive_duration, 10.0)
+    client_body_timeout: float = directive("client_body_timeout", d.positive_duration, 60.0)
+    """nginx's: between two reads of a request body, not for the whole body; then 408."""
     client_max_body_size: int | None = directive("client_max_body_size", d.body_size, 1 << 20)
     header_buffers: tuple[int, int] = directive(
         "large_client_header_buffers", d.header_buffers, (4, 8 << 10))

@@ -54,7 +54,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "client_full", "connect_task", "exchange", "fresh", "gate", "head_started", "head_wall",
         "loop",
-        "phase", "reader", "remote_addr", "remote_port", "scheme", "seen_upstream_bytes",
+        "phase", "reader", "remote_addr", "remote_port", "scheme", "seen_body_bytes",
+        "seen_upstream_bytes",
         "server", "server_host", "server_port", "stall", "timer", "transport", "trusted",
         "upstream", "worker",
     )
@@ -78,6 +79,7 @@ class ClientConnection(asyncio.Protocol):
         """The server this connection counts against (max_conns, least_conn) right now."""
         self.connect_task: asyncio.Task[None] | None = None
         self.seen_upstream_bytes = 0
+        self.seen_body_bytes = -1
         self.head_started = 0.0
         self.head_wall = 0.0
         self.fresh = True
@@ -237,6 +239,9 @@ class ClientConnection(asyncio.Protocol):
         exchange.route = route
         self.stall.timeout = route.location.send_timeout
         self.connect_task = self.loop.create_task(self._connect(exchange, route))
+        if exchange.framing.chunked or exchange.framing.length:
+            self.seen_body_bytes = -1
+            self._arm(worker.config.client_body_timeout)
 
     async def _connect(self, exchange: Exchange, route: Route) -> None:
         """Pick a server and connect (:mod:`~wsgate.proxy.connector`). Anything that ends
@@ -518,7 +523,29 @@ class ClientConnection(asyncio.Protocol):
         elif meaning is Timer.HEAD:
             self._reject(HeadError(408, "request head not received in time"))
         elif meaning is Timer.UPSTREAM:
-            self._upstream_silent()
+            exchange = self.exchange
+            if exchange is not None and exchange.request is not Request.SENT:
+                self._body_silent(exchange)
+            else:
+                self._upstream_silent()
+
+    def _body_silent(self, exchange: Exchange) -> None:
+        """nginx's client_body_timeout: no byte of the request body for that long. Bytes
+        that came but wait for the upstream are not the client's delay."""
+        reader, timeout = self.reader, self.worker.config.client_body_timeout
+        received = exchange.body_received + reader.queued_bytes
+        owing = reader.in_body and reader.queued_heads == 0
+        if received != self.seen_body_bytes or not owing:
+            self.seen_body_bytes = received
+            self._arm(timeout)
+            return
+        if exchange.response is Response.WAITING:
+            self._reject(HeadError(408, f"request body stalled for {timeout:g}s "
+                                        "(client_body_timeout)"))
+        else:
+            log.info("client sent no body byte for %gs (client_body_timeout)%s", timeout,
+                     self._context())
+            self._cut()
 
     def _upstream_silent(self) -> None:
         """nginx's proxy_read_timeout: no byte from the upstream for that long."""

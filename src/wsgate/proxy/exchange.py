@@ -74,7 +74,9 @@ class Timer(Enum):
     HEAD = "head"
     """client_header_timeout, a total deadline: 408."""
     UPSTREAM = "upstream"
-    """proxy_read_timeout from the end of the request: 504, or close mid-response."""
+    """client_body_timeout until the whole request body has come (no byte of it for that
+    long: 408); then proxy_read_timeout from the end of the request: 504, or close
+    mid-response."""
 
 
 TIMER = {
