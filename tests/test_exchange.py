@@ -23,7 +23,7 @@ from wsgate.proxy.exchange import (
     Timer,
     advance,
 )
-from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead
+from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead, normalize_path
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = accept_key(KEY.decode()).encode()
@@ -160,14 +160,14 @@ def test_check_records_the_request_body_framing(framing_headers: Headers,
     (get(version="1.0", extra=[(b"Transfer-Encoding", b"chunked")]), 400),
     (get(method=b"POST", extra=[(b"Content-Length", b"2000000")]), 413),
     (get(extra=[(b"Content-Length", b"1"), (b"Transfer-Encoding", b"chunked")]), 400),
-    (get(b"/a/../b"), 400),
+    (get(b"/a/../../b"), 400),
     (get(b"/ws", extra=[
         (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
         (b"Sec-WebSocket-Key", KEY), (b"Sec-WebSocket-Version", b"8")]), 426),
     (get(b"/ws", method=b"POST", extra=[
         (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
         (b"Sec-WebSocket-Key", KEY), (b"Sec-WebSocket-Version", b"13")]), 400),
-], ids=["no-host", "te-in-1.0", "too-large", "cl-and-te", "dot-segment", "ws-version",
+], ids=["no-host", "te-in-1.0", "too-large", "cl-and-te", "above-the-root", "ws-version",
         "ws-post"])
 def test_check_propagates_the_head_error(head: RequestHead, status: int) -> None:
     made = Exchange(head, True, 0.0, 0.0)
@@ -525,3 +525,20 @@ def test_any_call_sequence_keeps_the_exchange_consistent(
         if made.response is Response.SWITCHED:
             assert made.upgrade_key is not None and made.status == 101
         assert not (made.keep_alive and not before[3])  # never back to keep-alive
+
+
+@pytest.mark.parametrize(("path", "uri"), [
+    (b"/", b"/"), (b"/a/b", b"/a/b"), (b"/a//b", b"/a/b"), (b"/a/./b", b"/a/b"),
+    (b"/a/b/..", b"/a/"), (b"/a/b/.", b"/a/b/"), (b"/a/../b", b"/b"), (b"/a%2Fb", b"/a/b"),
+    (b"/api/..%2fsecret", b"/secret"), (b"/%41", b"/A"), (b"/a;p=1/b", b"/a;p=1/b"),
+    (b"//", b"/"), (b"/a/", b"/a/"), (b"/a/b/../..", b"/")])
+def test_paths_are_normalised_as_nginx_does(path: bytes, uri: bytes) -> None:
+    assert normalize_path(path) == uri
+
+
+@pytest.mark.parametrize("path", [b"/..", b"/a/../..", b"/%2e%2e/x", b"/a%00", b"/a%zz",
+                                  b"/a%2"])
+def test_paths_that_cannot_be_normalised_are_400(path: bytes) -> None:
+    with pytest.raises(HeadError) as raised:
+        normalize_path(path)
+    assert raised.value.status == 400

@@ -535,20 +535,49 @@ def test_http10_clients_get_bodies_without_chunked_framing(wsgate: Spawn,
         recorder.close()
 
 
-@pytest.mark.parametrize("path", ["/api/../secret", "/api/%2e%2e/secret", "/api/.%2E/secret",
-                                  "/api/..%2fsecret", "http://other/api/x"])
-def test_paths_that_could_escape_their_location_are_refused(wsgate: Spawn, tmp_path: Path,
-                                                            path: str) -> None:
+@pytest.mark.parametrize(("path", "status"), [
+    ("/api/../secret", 404), ("/api/%2e%2e/secret", 404), ("/api/.%2E/secret", 404),
+    ("/api/..%2fsecret", 404), ("/api/../../secret", 400), ("/api/a%00", 400),
+    ("/api/%zz", 400), ("http://other/api/x", 400)])
+def test_paths_that_escape_their_location_do_not_reach_it(wsgate: Spawn, tmp_path: Path,
+                                                          path: str, status: int) -> None:
+    """Locations match the normalised path, as nginx's: one that leaves /api/ is not /api/'s
+    (404 here, with no other location); one that cannot be normalised is 400."""
     recorder = Recorder(ok_response())
     try:
         config = (f'[upstream.api]\nserver = ["{recorder.address}"]\n'
                   '[location."/api/"]\nproxy_pass = "http://api"\n')
         _proxy, port = start_proxy(wsgate, tmp_path, config)
         answer = exchange(port, f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
-        assert status_of(answer) == 400
+        assert status_of(answer) == status
         assert recorder.heads == []
     finally:
         recorder.close()
+
+
+@pytest.mark.parametrize(("target", "location"), [
+    ("/api/a%2Fb/c", "api"), ("/api/v1;jsessionid=x/items", "api"),
+    ("/api/search?q=a+b&x=%2F..%2F", "api"), ("/x/../api/y", "api"), ("//api//y", "api"),
+    ("/api/%2e%2e/other", "other"), ("/%61pi/z", "api")])
+def test_the_target_goes_upstream_byte_for_byte_and_matches_normalised(
+        wsgate: Spawn, tmp_path: Path, target: str, location: str) -> None:
+    """RFC 9110 7.7: a proxy passes the target as it came (nginx, with no URI part in
+    proxy_pass); the location is chosen by the normalised path."""
+    api, other = Recorder(ok_response()), Recorder(ok_response())
+    try:
+        config = (f'[upstream.api]\nserver = ["{api.address}"]\n'
+                  f'[upstream.other]\nserver = ["{other.address}"]\n'
+                  '[location."/api/"]\nproxy_pass = "http://api"\n'
+                  '[location."/"]\nproxy_pass = "http://other"\n')
+        _proxy, port = start_proxy(wsgate, tmp_path, config)
+        answer = exchange(port, f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        assert status_of(answer) == 200
+        chosen = api if location == "api" else other
+        assert chosen.heads[0].split(b"\r\n")[0] == f"GET {target} HTTP/1.1".encode()
+        assert (other if location == "api" else api).heads == []
+    finally:
+        api.close()
+        other.close()
 
 
 # -- TLS ----------------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = exchange
         try:
             exchange.check(worker.config.client_max_body_size)
-            route = worker.routes.match(head.path)
+            route = worker.routes.match(head.uri)
             if route is None:
                 raise HeadError(404, "no location matches")
         except HeadError as error:

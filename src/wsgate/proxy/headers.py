@@ -83,7 +83,7 @@ class Variables:
         if name == "request_uri":
             return head.target
         if name == "uri":
-            return head.path
+            return head.uri or head.path
         if name == "args":
             return head.target.partition(b"?")[2]
         if name == "proxy_host":

@@ -22,9 +22,8 @@ or a name (or IPv4 address) of unreserved characters, sub-delims and %-escapes. 
 path, not userinfo, not a space."""
 _OWS = b" \t"
 _NONE: list[bytes] = []
-_AMBIGUOUS_PATH = re.compile(rb"(?:^|/)\.\.?(?:/|$)|%2[eEfF]|%5[cC]|\\")
-"""Dot segments, encoded dots and slashes, backslashes: paths a server behind us could
-resolve to another location than the one the proxy matched."""
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class HeadError(Exception):
@@ -41,6 +40,9 @@ class RequestHead:
     target: bytes
     version: str
     headers: Headers = field(default_factory=list)
+    uri: bytes = b""
+    """The path as locations match it (nginx's ``$uri``): :func:`normalize_path` of the
+    target's, set when the head is checked. The target itself goes upstream untouched."""
     _index: dict[bytes, list[bytes]] | None = None
     """Values by lowercase name, built on the first look-up: a request is asked about a
     dozen headers, and lowercasing every name for each question showed in profiles."""
@@ -77,6 +79,31 @@ class BodyFraming:
     length: int | None
 
 
+def normalize_path(path: bytes) -> bytes:
+    """nginx's normalised path: %-escapes decoded, slashes merged, ``.`` and ``..``
+    segments resolved. Raises HeadError 400 for what cannot be normalised: a path that
+    climbs above the root, an encoded NUL, a ``%`` that is not an escape."""
+    if b"%" in path:
+        if _BAD_ESCAPE.search(path):
+            raise HeadError(400, "a % in the path that is not an escape")
+        path = _ESCAPE.sub(lambda match: bytes((int(match[1], 16),)), path)
+        if b"\x00" in path:
+            raise HeadError(400, "an encoded NUL in the path")
+    if b"//" not in path and b"/." not in path:
+        return path  # the usual path: nothing to resolve
+    segments: list[bytes] = []
+    parts = path.split(b"/")
+    for segment in parts[1:]:
+        if segment == b"..":
+            if not segments:
+                raise HeadError(400, "dot segments climb above the root")
+            segments.pop()
+        elif segment not in (b"", b"."):
+            segments.append(segment)
+    tail = b"/" if parts[-1] in (b"", b".", b"..") and segments else b""
+    return b"/" + b"/".join(segments) + tail
+
+
 def comma_list(values: list[bytes]) -> list[bytes]:
     """The lowercased elements of header values that are comma-separated lists (RFC 9110
     5.6.1: empty elements are ignored)."""
@@ -94,8 +121,7 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
     if not head.target.startswith(b"/") and not (head.target == b"*"
                                                  and head.method == b"OPTIONS"):
         raise HeadError(400, "only origin-form request targets are proxied")
-    if _AMBIGUOUS_PATH.search(head.path):
-        raise HeadError(400, "dot segments or encoded separators in the path")
+    head.uri = normalize_path(head.path) if head.target != b"*" else head.target
     if head.headers:  # one regex over all names and one over all values, not one per header
         if not _TOKENS.match(b":".join(name for name, _ in head.headers)):
             raise HeadError(400, "invalid header name")
