@@ -252,3 +252,49 @@ def test_a_new_message_inside_a_fragmented_one_closes_with_1002(wsgate: Spawn) -
         sock.sendall(b"".join(protocol.data_to_send()))
         close = wait_for_frame(sock, protocol, Opcode.CLOSE)
     assert int.from_bytes(close.data[:2], "big") == 1002
+
+
+def masked(first: int, payload: bytes) -> bytes:
+    """A client frame with the given first byte (FIN, RSV bits, opcode), masked with 0s."""
+    return bytes((first, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def closes(port: int, data: bytes) -> list[bytes]:
+    """The Close frames' payloads the echo server sends back to ``data``, until it closes."""
+    with raw_client(port) as (sock, _protocol):
+        sock.sendall(data)
+        received = b""
+        sock.settimeout(5)
+        while chunk := sock.recv(65536):
+            received += chunk
+    found = []
+    while received:
+        size = received[1] & 0x7F
+        if received[0] & 0x0F == 0x8:
+            found.append(received[2:4])  # the code (picows may add a reason)
+        received = received[2 + size:]
+    return found
+
+
+@pytest.mark.parametrize("first", [0x81 | 0x40, 0x81 | 0x20, 0x81 | 0x10, 0x82 | 0x70,
+                                   0x88 | 0x30])
+def test_reserved_bits_fail_the_connection_with_1002(wsgate: Spawn, first: int) -> None:
+    """Autobahn 3.1-3.5, 3.7: no extension is negotiated, so a set RSV bit on a data or
+    Close frame is a protocol error. (A ping's, 3.6, picows answers before the echo
+    server sees it.)"""
+    _proc, port = start_echo(wsgate, "--raw")
+    assert closes(port, masked(first, b"hello")) == [b"\x03\xea"]
+
+
+@pytest.mark.parametrize("code", [1004, 1005, 1006, 1015, 999, 1016, 2999, 5000])
+def test_a_close_code_not_for_the_wire_fails_the_connection_with_1002(wsgate: Spawn,
+                                                                       code: int) -> None:
+    """Autobahn 7.9.*: codes for reports only, or unassigned, are a protocol error."""
+    _proc, port = start_echo(wsgate, "--raw")
+    assert closes(port, masked(0x88, code.to_bytes(2, "big"))) == [b"\x03\xea"]
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999])
+def test_a_valid_close_code_is_echoed(wsgate: Spawn, code: int) -> None:
+    _proc, port = start_echo(wsgate, "--raw")
+    assert closes(port, masked(0x88, code.to_bytes(2, "big"))) == [code.to_bytes(2, "big")]

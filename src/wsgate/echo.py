@@ -114,6 +114,11 @@ class EchoListener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # RFC 6455 5.2: no extension gives them
+            self._parts = []
+            transport.send_close(WSCloseCode.PROTOCOL_ERROR)
+            transport.disconnect()
+            return
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             if self._parts:  # RFC 6455 5.4: a new message inside a fragmented one
                 self._parts = []
@@ -146,6 +151,8 @@ class EchoListener(WSListener):
             code = frame.get_close_code()
             if code is WSCloseCode.NO_INFO:
                 transport.send(WSMsgType.CLOSE, b"")  # a Close without a code gets one back
+            elif not sendable_close_code(code.value):
+                transport.send_close(WSCloseCode.PROTOCOL_ERROR)
             else:
                 transport.send_close(code, frame.get_close_message())
             transport.disconnect()
@@ -165,6 +172,13 @@ class EchoListener(WSListener):
             if flush:
                 sys.stdout.flush()
         transport.send(kind, payload if self._options.raw else self._prefix + payload)
+
+
+def sendable_close_code(code: int) -> bool:
+    """Whether a Close frame may carry ``code`` (RFC 6455 7.4; 1012-1014 from IANA's
+    registry): 1004-1006 and 1015 are for reports, never the wire; 3000-4999 are for
+    libraries and applications. (picows refuses most others itself, but lets 1006 by.)"""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def _first_subprotocol(request: WSUpgradeRequest) -> str | None:
