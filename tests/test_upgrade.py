@@ -9,6 +9,7 @@ The proxy runs from a copy of the package (PYTHONPATH), which a test edits as
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,7 @@ from ops_helpers import (
     who,
     write_config,
 )
+from proxy_helpers import closed_port
 
 NEW_LINE = "upgraded to the new code: "
 
@@ -246,14 +249,9 @@ def test_two_upgrades_in_a_row_keep_every_tunnel(
 
 def test_the_status_listener_and_its_counts_survive_an_upgrade(
         wsgate: Spawn, installed: Path, tmp_path: Path, bg: Background) -> None:
-    import json
-    import urllib.request
-
     a = bg.run(Upstream("A").start())
     b = bg.run(Upstream("B").start())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        status_port = probe.getsockname()[1]
+    status_port = closed_port()
     config = tmp_path / "wsgate.toml"
     write_config(config, [a.address, b.address],
                  extra=f'status_listen = "127.0.0.1:{status_port}"')

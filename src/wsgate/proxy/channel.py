@@ -13,6 +13,7 @@ import array
 import copyreg
 import json
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -67,3 +68,18 @@ def receive(sock: socket.socket, block: bool = True) -> Message | None:
     fields = json.loads(head)
     kind = fields.pop("kind")
     return Message(kind, fields, blob, list(fds))
+
+
+def waiting(sock: socket.socket) -> Iterator[Message | None]:
+    """Every message a non-blocking socket holds now, in order; then None if the peer is
+    gone (or the socket failed), which ends it. A reader callback's loop."""
+    while True:
+        try:
+            message = receive(sock)
+        except BlockingIOError:
+            return
+        except OSError:
+            message = None
+        yield message
+        if message is None:
+            return

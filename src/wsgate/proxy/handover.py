@@ -222,13 +222,7 @@ class Receiver:
         self.loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        while True:
-            try:
-                message = channel.receive(self.sock)
-            except BlockingIOError:
-                return
-            except OSError:
-                message = None
+        for message in channel.waiting(self.sock):
             if message is None:
                 self.close()
                 return

@@ -183,13 +183,7 @@ class Monitor:
     # -- channels ------------------------------------------------------------------------------
 
     def _control_readable(self) -> None:
-        while True:
-            try:
-                message = channel.receive(self.control)
-            except BlockingIOError:
-                return
-            except OSError:
-                message = None
+        for message in channel.waiting(self.control):
             if message is None:  # the master is gone
                 asyncio.get_running_loop().remove_reader(self.control.fileno())
                 self.stopped.set()

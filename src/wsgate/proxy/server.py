@@ -113,13 +113,7 @@ class Serving:
 
     def _control_readable(self) -> None:
         assert self.control is not None
-        while True:
-            try:
-                message = channel.receive(self.control)
-            except BlockingIOError:
-                return
-            except OSError:
-                message = None
+        for message in channel.waiting(self.control):
             if message is None:  # the master is gone: do not linger as an orphan
                 asyncio.get_running_loop().remove_reader(self.control.fileno())
                 self.stop(Mode.GRACEFUL)
