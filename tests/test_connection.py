@@ -458,6 +458,100 @@ def test_refused_handshake_is_relayed_and_ends_the_connection() -> None:
     run(main)
 
 
+# -- a kept-alive upstream connection closed as it is reused --------------------------------
+
+def second_pooled(rig: Rig) -> FakeTransport:
+    """Another kept-alive connection to the same server, taken before the first."""
+    conn = UpstreamConnection(SERVER)
+    up = FakeTransport(("127.0.0.1", 9), ("127.0.0.1", 40001))
+    up.attach(conn)
+    first = rig.worker.pool.take(SERVER)
+    assert first is rig.upstream
+    rig.worker.pool.put(SERVER, conn, 32)
+    rig.worker.pool.put(SERVER, first, 32)
+    rig.upstream.reused = False
+    return up
+
+
+def test_get_on_a_kept_connection_closed_before_any_answer_goes_again() -> None:
+    async def main() -> None:
+        rig = make_rig()
+        other = second_pooled(rig)
+        rig.client.feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        await settle()
+        first = rig.up.take()
+        assert first.startswith(b"GET /x HTTP/1.1\r\n")
+        rig.up.feed_eof()  # the upstream's idle close crossed the request
+        await settle()
+        assert other.take() == first
+        other.feed(OK)
+        assert rig.client.take() == OK
+        assert rig.log.statuses == [200]
+        assert rig.server.fails == 0  # a kept connection may be closed at any time
+        assert rig.server.active == 0
+
+    run(main)
+
+
+def test_handshake_pipelined_bytes_survive_the_second_send() -> None:
+    async def main() -> None:
+        rig = make_rig()
+        other = second_pooled(rig)
+        rig.client.feed(HANDSHAKE + b"\x81\x02hi")
+        await settle()
+        first = rig.up.take()
+        rig.up.reset()
+        await settle()
+        assert other.take() == first
+        other.feed(SWITCH)
+        await settle()
+        assert rig.client.take() == SWITCH
+        assert other.take() == b"\x81\x02hi"
+
+    run(main)
+
+
+def test_no_second_send_after_an_answer_began_or_with_a_body() -> None:
+    async def main() -> None:
+        for request, partial in [
+            (b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 2"),
+            (b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", b""),
+            (b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab", b""),
+        ]:
+            rig = make_rig()
+            other = second_pooled(rig)
+            rig.client.feed(request)
+            await settle()
+            assert rig.up.take().startswith(request.split(b" ")[0])
+            if partial:
+                rig.up.feed(partial)
+            rig.up.feed_eof()
+            await settle()
+            assert status_of(rig.client.take()) == 502, request
+            assert other.take() == b""
+            assert rig.log.statuses == [502]
+
+    run(main)
+
+
+def test_a_new_connection_closed_before_any_answer_is_502() -> None:
+    async def main() -> None:
+        rig = make_rig()
+        other = second_pooled(rig)
+        rig.worker.pool.take(SERVER)  # the first: its request is the one that fails
+        rig.client.feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        await settle()
+        assert other.take().startswith(b"GET /x ")
+        assert rig.conn.upstream is not None
+        rig.conn.upstream.reused = False  # as if dialled for this request
+        other.feed_eof()
+        await settle()
+        assert status_of(rig.client.take()) == 502
+        assert rig.log.statuses == [502]
+
+    run(main)
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 def test_pipelined_garbage_waits_for_the_request_in_flight_then_gets_400() -> None:

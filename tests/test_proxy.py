@@ -424,6 +424,30 @@ def test_http_get_and_chunked_post_with_keep_alive_reuse(wsgate: Spawn, tmp_path
         recorder.close()
 
 
+def test_get_on_a_kept_connection_the_upstream_closes_goes_again(wsgate: Spawn,
+                                                                  tmp_path: Path) -> None:
+    """The upstream answers one request per connection and closes it 0.2 s later without
+    reading on: each next request reaches the kept connection as it dies. As nginx, the
+    proxy sends the request again on a new connection; the client sees only 200s."""
+    recorder = Recorder(ok_response(b"done"))
+    try:
+        proxy, port = start_proxy(wsgate, tmp_path, simple_config(recorder.address))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            for number in range(3):
+                sock.sendall(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % number)
+                answer = b""
+                while not answer.endswith(b"done"):
+                    chunk = sock.recv(65536)
+                    assert chunk, answer
+                    answer += chunk
+                assert status_of(answer) == 200, answer
+        assert [head.split(b" ")[1] for head in recorder.heads] == [b"/0", b"/1", b"/2"]
+        assert recorder.connections == 3  # /1 and /2 each met a dying one, then a new one
+    finally:
+        recorder.close()
+    assert "502" not in "\n".join(proxy.err)
+
+
 def test_chunked_response_and_content_length_body_stream_through(wsgate: Spawn,
                                                                  tmp_path: Path) -> None:
     parts = (b"abc", b"defgh")

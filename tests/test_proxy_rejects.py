@@ -381,6 +381,47 @@ def test_host_port_forms_are_proxied(gate: Gate, seen: Seen, host: str) -> None:
     assert split(answer)[0] == 200, answer
 
 
+ABSOLUTE = {
+    "path": ("http://a/first?x=1", "Host: a", b"/first?x=1"),
+    "no path": ("http://a", "Host: a", b"/"),
+    "query only": ("http://a?x", "Host: a", b"/?x"),
+    "scheme and host case, default port": ("HTTP://A:80/p", "Host: a", b"/p"),
+    "https default port": ("https://a/p", "Host: a:443", b"/p"),
+    "escapes kept": ("http://a/x%2Fy;p", "Host: a", b"/x%2Fy;p"),
+}
+
+
+@pytest.mark.parametrize(("target", "host", "sent"), ABSOLUTE.values(), ids=ABSOLUTE.keys())
+def test_absolute_form_target_is_proxied_as_origin_form(gate: Gate, seen: Seen, target: str,
+                                                        host: str, sent: bytes) -> None:
+    """As nginx: the upstream gets the path and query; the authority is the host."""
+    answer, _closed = send(gate.port, request(host, target=target))
+    assert split(answer)[0] == 200, answer
+    assert gate.upstream.heads[seen.heads].startswith(b"GET " + sent + b" HTTP/1.1\r\n")
+
+
+def test_absolute_form_gives_an_http10_request_its_host(gate: Gate, seen: Seen) -> None:
+    answer, _closed = send(gate.port, request(target="http://b.test:81/x", version="HTTP/1.0"))
+    assert split(answer)[0] == 200, answer
+    assert gate.upstream.header(seen.heads, "Host") == ["b.test"]  # $host: the port goes
+
+
+BAD_ABSOLUTE = {
+    "host disagrees": ("http://b/x", "Host: a"),
+    "port disagrees": ("http://a:81/x", "Host: a"),
+    "userinfo": ("http://u@a/x", "Host: a"),
+    "empty authority": ("http:///x", "Host: a"),
+    "other scheme": ("ftp://a/x", "Host: a"),
+    "two hosts": ("http://a/x", "Host: a\r\nHost: a"),
+}
+
+
+@pytest.mark.parametrize(("target", "host"), BAD_ABSOLUTE.values(), ids=BAD_ABSOLUTE.keys())
+def test_absolute_form_that_cannot_be_trusted_is_400(gate: Gate, seen: Seen, target: str,
+                                                     host: str) -> None:
+    assert_rejected(gate, seen, *send(gate.port, request(host, target=target)), 400)
+
+
 def test_connect_is_405(gate: Gate, seen: Seen) -> None:
     data = request("Host: example.com:443", method="CONNECT", target="example.com:443")
     assert_rejected(gate, seen, *send(gate.port, data), 405)
@@ -780,6 +821,21 @@ def test_smuggled_request_behind_a_good_one_never_reaches_upstream(gate: Gate,
     assert headers.get("connection") == ["close"]
     assert closed
     assert not any(b"X-Smuggled" in head for head in gate.upstream.heads[seen.heads:])
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\x01garbage\r\n\r\n", b"GET /x\r\n\r\n",
+                                     b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"],
+                         ids=["junk", "http09", "bad header"])
+def test_garbage_behind_a_request_in_flight_gets_400_after_its_answer(
+        gate: Gate, seen: Seen, garbage: bytes) -> None:
+    """The request before the garbage is answered in full first (nginx does the same)."""
+    answer, closed = send(gate.port, request("Host: a", target="/first") + garbage)
+    cut = answer.index(b"ok") + 2
+    status, _, body = split(answer[:cut])
+    assert (status, body) == (200, b"ok"), answer
+    assert_rejected(gate, Seen(seen.heads + 1, seen.connections + 1, seen.bodies + 1),
+                    answer[cut:], closed, 400)
+    assert gate.upstream.heads[seen.heads].startswith(b"GET /first HTTP/1.1\r\n")
 
 
 # -- junk -----------------------------------------------------------------------------------

@@ -63,6 +63,34 @@ def test_requests_that_never_go_upstream(headers: list[tuple[bytes, bytes]], ver
     assert status_of(head(*headers, version=version), max_body=1000) == status
 
 
+@pytest.mark.parametrize(
+    ("target", "host", "origin", "uri"),
+    [
+        (b"http://a/x/../y?q", b"a", b"/x/../y?q", b"/y"),
+        (b"https://A:443", b"a", b"/", b"/"),
+        (b"http://[::1]:8080?q", b"[::1]:8080", b"/?q", b"/"),
+        (b"hTTp://a:/p", b"A:80", b"/p", b"/p"),
+    ],
+)
+def test_absolute_form_becomes_origin_form(target: bytes, host: bytes, origin: bytes,
+                                           uri: bytes) -> None:
+    request = head((b"Host", host), target=target)
+    http1.check_request_head(request, None)
+    assert (request.target, request.uri, request.get(b"host")) == (origin, uri, host)
+
+
+def test_absolute_form_without_a_host_header_lends_it_its_authority() -> None:
+    request = head(target=b"http://b.test:81/x", version="1.0")
+    http1.check_request_head(request, None)
+    assert (request.target, request.get_all(b"host")) == (b"/x", [b"b.test:81"])
+
+
+@pytest.mark.parametrize("target", [b"http://b/", b"http://a:81/", b"http://u@a/",
+                                    b"http:///x", b"http://a b/", b"ws://a/", b"a/b"])
+def test_absolute_form_that_cannot_be_trusted(target: bytes) -> None:
+    assert status_of(head((b"Host", b"a"), target=target)) == 400
+
+
 def test_framing_of_good_requests() -> None:
     assert http1.check_request_head(head((b"Host", b"a")), None) == BodyFraming(False, 0)
     assert http1.check_request_head(

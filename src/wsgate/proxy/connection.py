@@ -33,7 +33,7 @@ from wsgate.proxy.exchange import (
 from wsgate.proxy.flow import WRITE_HIGH_WATER, ReadGate, Stall
 from wsgate.proxy.headers import Variables, client_response_headers, upstream_request_headers
 from wsgate.proxy.http1 import HeadError, Headers, RequestHead
-from wsgate.proxy.reader import BODY, ERROR, HEAD, RequestReader
+from wsgate.proxy.reader import BODY, END, ERROR, HEAD, RequestReader
 from wsgate.proxy.routes import Route
 from wsgate.proxy.servers import ServerState
 from wsgate.proxy.tunnel import Tunnel
@@ -380,7 +380,27 @@ class ClientConnection(asyncio.Protocol):
         if exchange.ends_at_close():
             self._complete(upstream_idle=False)
             return
-        self.upstream_failed("closed the connection prematurely")
+        if not self._retry(exchange):
+            self.upstream_failed("closed the connection prematurely")
+
+    def _retry(self, exchange: Exchange) -> bool:
+        """A kept-alive connection the upstream closed as it was reused, before a byte of
+        answer: the race every keep-alive pool has. As nginx, the request goes again on
+        another connection (:meth:`Exchange.retry` says which requests may), and the
+        server is not blamed: a kept connection may be closed at any time."""
+        conn, route = self.upstream, exchange.route
+        if conn is None or route is None or not conn.reused or conn.received:
+            return False
+        addr = exchange.upstream_addr
+        if not exchange.retry():
+            return False
+        log.info("upstream %s closed a kept-alive connection before answering, "
+                 "sending the request again%s", addr, self._context())
+        self._drop_upstream()
+        self._disarm()
+        self.reader.events.appendleft((END, None))  # the request is whole: it goes again
+        self.connect_task = self.loop.create_task(self._connect(exchange, route))
+        return True
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:

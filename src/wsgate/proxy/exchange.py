@@ -19,6 +19,9 @@ from wsgate.proxy.accesslog import Entry
 from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead
 from wsgate.proxy.routes import Route
 
+NON_IDEMPOTENT = frozenset((b"POST", b"PATCH", b"LOCK"))
+"""Methods nginx never resends to another server once they went out."""
+
 
 class StateError(Exception):
     """An event that cannot happen in the current state: a bug in the caller, not a client
@@ -187,6 +190,20 @@ class Exchange:
 
     def request_done(self) -> None:
         self._request(Request.SENDING, Request.SENT)
+
+    def retry(self) -> bool:
+        """Whether the request may go again on another upstream connection, as nginx
+        resends one whose kept-alive connection failed: only before any answer, only an
+        idempotent method (RFC 9110 9.2.2; nginx's ``proxy_next_upstream`` without
+        ``non_idempotent``), and only without a body, since the body is streamed, not
+        kept. If so, it is back to connecting."""
+        if (self.response is not Response.WAITING or self.request is not Request.SENT
+                or self.framing.chunked or self.framing.length
+                or self.head.method in NON_IDEMPOTENT):
+            return False
+        self.request = Request.CONNECTING
+        self.upstream_addr = "-"
+        return True
 
     # -- the response --------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[
 """RFC 9112 3.2 and RFC 3986 3.2.2: ``host[:port]``; a host is an IP literal in brackets,
 or a name (or IPv4 address) of unreserved characters, sub-delims and %-escapes. Not a
 path, not userinfo, not a space."""
+_ABSOLUTE = re.compile(rb"^([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)\Z", re.DOTALL)
+"""RFC 9112 3.2.2: absolute-form, ``scheme://authority[path][?query]``."""
 _OWS = b" \t"
 _NONE: list[bytes] = []
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -110,6 +112,36 @@ def comma_list(values: list[bytes]) -> list[bytes]:
     return [item.strip().lower() for value in values for item in value.split(b",") if item.strip()]
 
 
+def _to_origin_form(head: RequestHead) -> None:
+    """An absolute-form target (``http://host/path``), as nginx takes it: the path and
+    query go upstream, and the authority is the request's host. RFC 9112 3.2.2 has the
+    target's authority win over a Host header; a Host that says otherwise is refused
+    (stricter than nginx, which ignores it: two hosts in one request is a smuggling tool)."""
+    match = _ABSOLUTE.match(head.target)
+    assert match is not None
+    scheme, authority, rest = match[1].lower(), match[2], match[3]
+    if not authority or b"@" in authority or not _HOST.match(authority):
+        raise HeadError(400, "invalid host in an absolute-form request target")
+    default = b":443" if scheme == b"https" else b":80"
+    hosts = head.get_all(b"host")
+    if hosts:
+        if len(hosts) == 1 and (_authority_key(hosts[0].strip(_OWS), default)
+                                != _authority_key(authority, default)):
+            raise HeadError(400, "Host header disagrees with the absolute-form target")
+    else:
+        head.headers.append((b"Host", authority))
+        head._index = None
+    head.target = rest if rest.startswith(b"/") else b"/" + rest
+
+
+def _authority_key(authority: bytes, default_port: bytes) -> bytes:
+    """``host[:port]`` as compared: case-insensitive, the scheme's port or none alike."""
+    key = authority.lower()
+    if key.endswith(default_port):
+        return key[: -len(default_port)]
+    return key[:-1] if key.endswith(b":") else key
+
+
 def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
     """Apply the rules llhttp leaves to its user; return how the body is framed.
 
@@ -118,9 +150,11 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
     """
     if head.version not in ("1.0", "1.1"):
         raise HeadError(505, f"HTTP version {head.version} is not supported")
-    if not head.target.startswith(b"/") and not (head.target == b"*"
-                                                 and head.method == b"OPTIONS"):
-        raise HeadError(400, "only origin-form request targets are proxied")
+    if not head.target.startswith(b"/"):
+        if _ABSOLUTE.match(head.target):
+            _to_origin_form(head)
+        elif not (head.target == b"*" and head.method == b"OPTIONS"):
+            raise HeadError(400, "request target is not origin-form or absolute-form")
     head.uri = normalize_path(head.path) if head.target != b"*" else head.target
     if head.headers:  # one regex over all names and one over all values, not one per header
         if not _TOKENS.match(b":".join(name for name, _ in head.headers)):

@@ -17,6 +17,8 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not conn.transport.is_closing():
+                conn.reused = True
+                conn.received = 0
                 return conn
         return None
 

@@ -22,9 +22,9 @@ Queued = tuple[int, object]
 
 
 class RequestReader:
-    __slots__ = ("config", "counting", "events", "head_bytes", "head_open", "head_size",
-                 "headers", "in_body", "line", "parser", "pending", "queued_bytes",
-                 "queued_heads", "url")
+    __slots__ = ("config", "counting", "data", "events", "head_bytes", "head_open",
+                 "head_size", "headers", "in_body", "line", "parser", "pending",
+                 "queued_bytes", "queued_heads", "url")
 
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
@@ -51,6 +51,8 @@ class RequestReader:
         no request before it (a pipelined head is held to on_url's and on_header's)."""
         self.line: bytes | None = None
         """The request line so far, until its end is seen and checked (None: done)."""
+        self.data = b""
+        """The bytes being parsed, for a callback to look at."""
 
     def start_head(self) -> None:
         """The next bytes begin a head, with nothing before it: count them."""
@@ -72,6 +74,7 @@ class RequestReader:
                 self._fail(HeadError(400, "request line without an HTTP version (HTTP/0.9)"))
                 return False
         self.config = config
+        self.data = data
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -158,10 +161,15 @@ class RequestReader:
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
+        version = self.parser.get_http_version()
+        if version == "0.9" and self.url[-64:] + b" HTTP/" not in self.data:
+            # llhttp reads a pipelined line with no version as HTTP/0.9 (a first one is
+            # refused sooner, by _line_ok); "HTTP/0.9" written out is a 505, as 2.0 is.
+            raise HeadError(400, "request line without an HTTP version (HTTP/0.9)")
         head = RequestHead(
             method=self.parser.get_method(),
             target=self.url,
-            version=self.parser.get_http_version(),
+            version=version,
             headers=self.headers,
         )
         self.head_open = self.counting = False

@@ -17,7 +17,7 @@ from wsgate.proxy.http1 import Headers
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("address", "handler", "head_only", "headers", "lost", "parser", "received",
-                 "skipping", "transport")
+                 "reused", "skipping", "transport")
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -26,6 +26,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.headers: Headers = []
         self.received = 0
+        """Bytes received since the connection was taken for its current request."""
+        self.reused = False
+        """It was taken from the pool: it served a request before this one."""
         self.head_only = False
         """The response to HEAD has no body whatever its Content-Length says; llhttp cannot
         be told, so the parser is replaced after its head."""
