@@ -205,7 +205,7 @@ def test_new_workers_that_cannot_start_leave_the_old_ones_serving(
     workers = set(children(master))
     streams = Streams(bg, port, 5)
     streams.open()
-    edit(installed, "proxy/server.py", "        self.servers = await self._listen(self.sockets)",
+    edit(installed, "proxy/server.py", "        await self.accepting.start(self.accepting.sockets)",
          '        raise RuntimeError("this worker cannot start")')
     proxy.signal(signal.SIGUSR2)
     proxy.expect("no new worker started; the old ones keep serving", timeout=30, stream="err")

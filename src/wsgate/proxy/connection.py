@@ -46,6 +46,10 @@ _QUEUE, _UPSTREAM, _UPGRADE = 1, 2, 4
 """Why the client is not read: events wait; the upstream takes no more; the bytes after an
 upgrade request belong to the tunnel that may follow."""
 
+_UNREACHABLE = {502: "no_upstream", 503: "local_limit", 504: "upstream_timeout"}
+"""The metrics' rejection cause for each answer of :class:`connector.Unreachable`."""
+_EXTRA = {426: [(b"Sec-WebSocket-Version", b"13")], 503: [(b"Retry-After", b"1")]}
+"""Headers the proxy's own answers carry: the version to use; when to come back."""
 _NO_HEAD = RequestHead(b"-", b"", "1.1", [])
 """What an exchange refused before its head was complete is logged as: nginx's "-"."""
 
@@ -98,6 +102,9 @@ class ClientConnection(asyncio.Protocol):
         self.server_host: str = local[0]
         self.server_port: int = local[1]
         self.trusted = self.worker.config.trusts(self.remote_addr)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.worker.limits.accepted(sock.fileno())
         self.worker.open.add(self)
         # nginx: a new connection gets client_header_timeout to start its first request, so
         # one that never sends a byte is not held for keepalive_timeout.
@@ -251,9 +258,9 @@ class ClientConnection(asyncio.Protocol):
         try:
             conn, server = await connector.connect(
                 route, self._balance_key(route, variables), self.worker.pool,
-                exchange.started, self._context)
+                self.worker.limits, exchange.started, self._context)
         except connector.Unreachable as error:
-            exchange.cause = "upstream_timeout" if error.status == 504 else "no_upstream"
+            exchange.cause = _UNREACHABLE[error.status]
             self._reject(HeadError(error.status, "no upstream reachable"), logged=True)
             return
         self.server = server
@@ -481,7 +488,7 @@ class ClientConnection(asyncio.Protocol):
                         else Exchange(_NO_HEAD, False, self.head_started, self.head_wall))
             self.exchange = exchange
         if exchange.answer(error.status):
-            extra = [(b"Sec-WebSocket-Version", b"13")] if error.status == 426 else []
+            extra = _EXTRA.get(error.status, [])
             self.transport.write(http1.error_response(error.status, extra))
             # The client's mistakes are info, as in nginx: a flood of bad requests must not
             # flood the log at the default level (nor pay for lines nobody reads).

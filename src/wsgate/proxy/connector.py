@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from wsgate.proxy.limits import Limits, is_local
 from wsgate.proxy.pool import Pool
 from wsgate.proxy.routes import Route
 from wsgate.proxy.servers import ServerState
@@ -23,20 +24,23 @@ log = logging.getLogger(__name__)
 
 class Unreachable(Exception):
     """No server of the group could be reached: answer ``status`` (502, or 504 when the
-    last try timed out). The error log already says why."""
+    last try timed out, or 503 when this process ran out of something: see
+    :mod:`~wsgate.proxy.limits`). The error log already says why."""
 
     def __init__(self, status: int) -> None:
         super().__init__(f"no server of the upstream group could be reached ({status})")
         self.status = status
 
 
-async def connect(route: Route, key: bytes | None, pool: Pool, started: float,
-                  context: Callable[[], str]) -> tuple[UpstreamConnection, ServerState]:
+async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,
+                  started: float, context: Callable[[], str],
+                  ) -> tuple[UpstreamConnection, ServerState]:
     """A connection to a server of ``route``'s group, and the server, already counted
     (``acquire``d: the caller releases it). ``key``: the balancing key; ``started``: when
     the request began (for ``proxy_next_upstream_timeout``); ``context``: the tail of an
     error-log line (client, request). If the task is cancelled meanwhile (the client
-    left), nothing stays counted."""
+    left), nothing stays counted. A local error (``limits``) is nobody's fault but ours:
+    no server is blamed, none is tried next, and the answer is 503."""
     loop = asyncio.get_running_loop()
     location, group = route.location, route.group
     tried: list[ServerState] = []
@@ -65,6 +69,11 @@ async def connect(route: Route, key: bytes | None, pool: Pool, started: float,
             raise
         except (TimeoutError, OSError) as error:
             group.release(server)
+            if is_local(error):
+                assert isinstance(error, OSError) and error.errno is not None
+                limits.hit(error.errno, f"connect() to {server.address} failed "
+                                        f"({error.errno}: {error.strerror})")
+                raise Unreachable(503) from None
             group.report_failure(server, time.monotonic())
             timed_out = isinstance(error, TimeoutError)
             log.error("connect() to %s failed: %s%s", server.address,

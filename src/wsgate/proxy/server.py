@@ -36,6 +36,7 @@ from functools import partial
 
 from wsgate.errors import UsageError
 from wsgate.proxy import channel, handover, preflight
+from wsgate.proxy.accepting import Accepting
 from wsgate.proxy.accesslog import AccessLog
 from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.connection import ClientConnection
@@ -73,11 +74,10 @@ class Serving:
                  control: socket.socket | None = None,
                  monitor: socket.socket | None = None) -> None:
         self.worker = Worker(config, access_log)
-        self.sockets = sockets
+        self.accepting = Accepting(self._listen_on, sockets, self.worker.limits)
         self.tls = tls
         self.error_log = error_log
         self.control = control
-        self.servers: list[asyncio.Server] = []
         self.mode = Mode.RUNNING
         self.stopped = asyncio.Event()
         self.peer: socket.socket | None = None
@@ -247,15 +247,12 @@ class Serving:
 
     # -- accepting ---------------------------------------------------------------------------
 
-    async def _listen(self, sockets: Sockets) -> list[asyncio.Server]:
+    async def _listen_on(self, bound: Bound, sock: socket.socket) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        servers = []
-        for bound in sockets.values():
-            scheme = "https" if bound.tls else "http"
-            servers.append(await loop.create_server(
-                partial(ClientConnection, self.worker, scheme),
-                sock=bound.sock, ssl=self.tls if bound.tls else None, backlog=BACKLOG))
-        return servers
+        scheme = "https" if bound.tls else "http"
+        return await loop.create_server(
+            partial(ClientConnection, self.worker, scheme),
+            sock=sock, ssl=self.tls if bound.tls else None, backlog=BACKLOG)
 
     async def _listen_anew(self, sockets: Sockets) -> None:
         """Accept on the new sockets, then stop on the old: never a moment without. The
@@ -265,16 +262,14 @@ class Serving:
                 for bound in sockets.values():
                     bound.sock.close()
                 return
-            servers = await self._listen(sockets)
-            if self.mode is not Mode.RUNNING:  # stopped while those were being set up
-                for server in servers:
-                    server.close()
-                return
-            old, self.servers, self.sockets = self.servers, servers, sockets
-            for server in old:
-                server.close()
+            await self.accepting.start(sockets)
         finally:
             self._tell_master("reloaded")
+
+    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        """uvloop closing a server after an accept error is not the end of accepting."""
+        if not self.accepting.listen_failed(context):
+            loop.default_exception_handler(context)
 
     # -- the whole life ----------------------------------------------------------------------
 
@@ -295,13 +290,13 @@ class Serving:
             self._link(self._monitor_given)
             self._monitor_given = None
         pushing = asyncio.ensure_future(self._pushing())
-        self.servers = await self._listen(self.sockets)
+        loop.set_exception_handler(self._exception)
+        await self.accepting.start(self.accepting.sockets)
         self._tell_master("ready")  # the master hands old workers' tunnels over only now
         if ready is not None:
             ready()
         await self.stopped.wait()
-        for server in self.servers:
-            server.close()
+        self.accepting.close()
         if self.control is not None:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(self.control.fileno())

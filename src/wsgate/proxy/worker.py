@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from wsgate.proxy.accesslog import AccessLog, Entry
 from wsgate.proxy.config import DRAIN_TIMEOUT, ProxyConfig
+from wsgate.proxy.limits import Limits
 from wsgate.proxy.pool import Pool
 from wsgate.proxy.routes import Routes
 from wsgate.proxy.servers import ServerState
@@ -63,8 +64,8 @@ class TunnelRecord:
 class Worker:
     """What the connections of one worker share (see the module's docstring)."""
 
-    __slots__ = ("access_log", "config", "draining", "drains", "marks", "open", "pool",
-                 "routes", "stats", "tunnels")
+    __slots__ = ("access_log", "config", "draining", "drains", "limits", "marks", "open",
+                 "pool", "routes", "stats", "tunnels")
 
     def __init__(self, config: ProxyConfig, access_log: AccessLog) -> None:
         self.config = config
@@ -77,6 +78,8 @@ class Worker:
         """The Close still to come of each tunnel being drained (a reload may call it off)."""
         self.draining = False
         self.stats = WorkerStats()
+        self.limits = Limits()
+        """Open files, socket memory, local ports: this worker's own (see limits)."""
         self.marks: dict[str, dict[str, str]] = {}
         """The monitor's: group -> server address -> "down", "drain" or "unhealthy"."""
 
