@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -170,6 +171,33 @@ def test_killed_upstream_is_skipped_and_comes_back(wsgate: Spawn, tmp_path: Path
     time.sleep(1.2)  # past fail_timeout
     assert "A" in {who(port) for _ in range(4)}
     assert "Traceback" not in "\n".join(proxy.err)
+
+
+def test_an_upstream_killed_mid_tunnel_gives_its_clients_close_1014(
+        wsgate: Spawn, tmp_path: Path, two_echoes: tuple[Proc, int, Proc, int]) -> None:
+    """A dead upstream is a gateway failure the client's library can name (1014, "bad
+    gateway"), not an abnormal closure (1006); the other server's clients go on."""
+    a, port_a, _b, port_b = two_echoes
+    _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
+        f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"))
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(f"ws://127.0.0.1:{port}/")) for _ in range(4)]
+        names = []
+        for ws in clients:
+            ws.send("x")
+            names.append(str(ws.recv(timeout=5))[0])
+        assert sorted(names) == list("AABB")
+        a.stop()  # SIGKILL: its sockets close with no Close frame
+        for ws, name in zip(clients, names, strict=True):
+            if name == "A":
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=5)
+                assert closed.value.rcvd is not None
+                assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                    1014, "bad gateway")
+            else:
+                ws.send("still here")
+                assert ws.recv(timeout=5) == "B: still here"
 
 
 def test_all_upstreams_down_is_502(wsgate: Spawn, tmp_path: Path) -> None:

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 from fakes import FakeTransport
 from wsgate.proxy.flow import WRITE_HIGH_WATER
-from wsgate.proxy.tunnel import Tunnel, TunnelEnd
+from wsgate.proxy.frames import close_frame
+from wsgate.proxy.tunnel import Tunnel, TunnelEnd, Why
 
+UPSTREAM_CLOSE = close_frame(1000, "")
+BAD_GATEWAY = close_frame(1014, "bad gateway")
 EARLY = 0.002
 """call_later may run up to the clock's resolution early; this is well above it."""
 
@@ -220,6 +223,7 @@ def test_eof_from_one_side_is_passed_on_and_the_other_direction_goes_on() -> Non
 def test_eof_from_both_sides_closes_the_tunnel() -> None:
     async def main() -> None:
         rig = open_tunnel()
+        rig.upstream.feed(UPSTREAM_CLOSE)
         rig.upstream.feed_eof()
         assert rig.client.eof_written
         rig.client.feed_eof()
@@ -250,6 +254,7 @@ def test_eof_toward_a_side_that_cannot_write_eof_closes_both() -> None:
 def test_eof_from_a_tls_upstream_toward_a_plain_client_is_passed_on() -> None:
     async def main() -> None:
         rig = open_tunnel(upstream_eof=False)
+        rig.upstream.feed(UPSTREAM_CLOSE)
         rig.upstream.feed_eof()
         assert rig.client.eof_written
         assert rig.closed == []
@@ -425,5 +430,52 @@ def test_a_side_handed_over_paused_under_its_high_water_mark_stays_paused() -> N
         client.drain_to(0)
         assert upstream.reading
         assert tunnel.stall.count == 0
+
+    asyncio.run(main())
+
+
+# -- an upstream that dies ------------------------------------------------------------------
+
+def test_an_upstream_gone_between_frames_gets_the_client_close_1014() -> None:
+    """EOF or a reset with no Close frame: the upstream died. Its client hears 1014."""
+    async def main() -> None:
+        for reset in (False, True):
+            rig = open_tunnel()
+            rig.upstream.feed(b"\x81\x02hi")
+            if reset:
+                rig.upstream.reset()
+            else:
+                rig.upstream.feed_eof()
+            await settle()
+            assert rig.client.take() == b"\x81\x02hi" + BAD_GATEWAY
+            assert rig.tunnel.closed and rig.client.closing and not rig.client.aborted
+            assert not rig.client.eof_written
+            assert rig.tunnel.reason is (Why.ERROR if reset else Why.UPSTREAM)
+            assert len(rig.closed) == 1
+
+    asyncio.run(main())
+
+
+def test_an_upstream_gone_mid_frame_leaves_a_bare_close() -> None:
+    """Nothing valid can follow half a frame: no Close is made up."""
+    async def main() -> None:
+        rig = open_tunnel()
+        rig.upstream.feed(b"\x81\x05hel")
+        rig.upstream.feed_eof()
+        await settle()
+        assert rig.client.take() == b"\x81\x05hel"
+        assert rig.tunnel.closed and rig.client.closing
+
+    asyncio.run(main())
+
+
+def test_an_upstream_that_said_close_ends_as_usual() -> None:
+    async def main() -> None:
+        rig = open_tunnel()
+        rig.upstream.feed(UPSTREAM_CLOSE)
+        rig.upstream.reset()
+        await settle()
+        assert rig.client.take() == UPSTREAM_CLOSE
+        assert rig.tunnel.closed
 
     asyncio.run(main())

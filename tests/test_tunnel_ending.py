@@ -704,9 +704,9 @@ def test_going_away_after_the_upstream_half_closed_just_closes() -> None:
     it, so going away closes instead of writing a Close."""
     async def main() -> None:
         rig = open_tunnel()
-        rig.upstream.feed(b"\x81\x02hi")
+        rig.upstream.feed(b"\x81\x02hi" + close_frame(1000, ""))
         rig.upstream.feed_eof()
-        assert rig.client.take() == b"\x81\x02hi"
+        assert rig.client.take() == b"\x81\x02hi" + close_frame(1000, "")
         rig.tunnel.going_away()
         await settle()
         assert rig.tunnel.state is State.CLOSED and len(rig.closed) == 1

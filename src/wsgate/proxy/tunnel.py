@@ -124,6 +124,19 @@ class UpstreamEnd(TunnelEnd):
         else:
             cursor.advance(data)
 
+    def eof_received(self) -> bool:
+        if self.cursor.closed:  # after its Close frame: the usual end, passed on
+            return super().eof_received()
+        self.tunnel.upstream_died(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.closing and not self.cursor.closed:
+            self.closing = True
+            self.tunnel.upstream_died(exc)
+            return
+        super().connection_lost(exc)
+
 
 class _Ending(asyncio.Protocol):
     """The upstream's side once the tunnel is ending: the rest of the frame in flight, then
@@ -272,6 +285,18 @@ class Tunnel:
             self.reason = Why.UPSTREAM if self.client.received > self._mark else Why.CLIENT
         else:
             self.reason = Why.CLIENT if end is self.client else Why.UPSTREAM
+
+    def upstream_died(self, exc: Exception | None) -> None:
+        """The upstream ended without a Close frame (a reset, or EOF): the client gets
+        Close 1014 "bad gateway" (RFC 6455's registry) if the upstream stopped between
+        frames, so that its library reports a gateway failure, not an abnormal close.
+        Mid-frame nothing valid can follow, and the bare TCP close stays."""
+        self.ended_by(self.upstream, exc)
+        client = self.client.transport
+        if (self.state is not State.CLOSED and self.upstream.cursor.at_boundary()
+                and not client.is_closing()):
+            client.write(close_frame(1014, "bad gateway"))
+        self.close()
 
     def send_timed_out(self) -> None:
         self.reason = self.reason or Why.SEND_TIMEOUT
