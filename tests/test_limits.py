@@ -8,8 +8,10 @@ import asyncio
 import collections
 import errno
 import logging
+import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +170,13 @@ def test_out_of_files_round_after_round_service_comes_back_at_once(wsgate: Spawn
     err = "\n".join(proxy.err)
     proxy.expect(r"open-file limit \(RLIMIT_NOFILE 96\) is reached", timeout=5)
     assert "Traceback" not in err and "502" not in err
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one(wsgate: Spawn,
+                                                             spawn: Spawn) -> None:
+    _echo, upstream = start_echo(wsgate, "--quiet")
+    proxy = spawn(["prlimit", "--nofile=256:4096", *wsgate_command(), "proxy", "--listen",
+                   "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream}"])
+    proxy.expect(r"Listening on http://")
+    limits = Path(f"/proc/{proxy.popen.pid}/limits").read_text()
+    assert re.search(r"Max open files\s+4096\s+4096", limits), limits

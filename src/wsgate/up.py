@@ -11,6 +11,7 @@ import sys
 
 from wsgate import echo, runtime, values
 from wsgate.proxy import flags, listeners, preflight
+from wsgate.proxy.limits import raise_open_file_limit
 from wsgate.proxy.server import Serving
 from wsgate.signals import STOP, Signals
 
@@ -76,5 +77,6 @@ async def _up(args: argparse.Namespace, signals: Signals) -> None:
 
 def run(args: argparse.Namespace) -> int:
     STOP.catch()
+    raise_open_file_limit()
     runtime.run(_up(args, STOP))
     return 0

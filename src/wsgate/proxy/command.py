@@ -107,5 +107,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from wsgate import signals
     from wsgate.proxy import master
+    from wsgate.proxy.limits import raise_open_file_limit
 
+    raise_open_file_limit()
     return master.run(config, args.config, args.argv, signals.PROXY)

@@ -11,6 +11,7 @@ keeps being hit, up to a second, and accepting resumes by itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -39,6 +40,17 @@ def open_file_limit() -> int | None:
     """The process's RLIMIT_NOFILE (soft), or None when unlimited."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return None if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_open_file_limit() -> None:
+    """Take the hard open-file limit as the soft one, as Go's runtime and so Caddy do at
+    start: the usual soft 1,024 is a relic of select(), a proxy needs two files per
+    connection, and the hard limit is what the operator allows (nginx needs
+    ``worker_rlimit_nofile`` for this)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):  # an infinite hard one may be refused
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def limit_name(code: int) -> str:
