@@ -10,6 +10,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from wsgate.proxy import channel, configfile, handover
 from wsgate.proxy.accesslog import AccessLog, Entry
 from wsgate.proxy.tunnel import State, Tunnel
@@ -170,3 +172,19 @@ def test_a_gone_peer_leaves_the_tunnels_running(tmp_path: Path) -> None:
         tunnel.abort()
 
     asyncio.run(main())
+
+
+def test_a_channel_read_without_waiting_does_not_wait_on_a_socket_with_a_timeout() -> None:
+    """The master's socket to the monitor has a send timeout; a look at it for the monitor's
+    state must not sit out that timeout (it held every signal up to 2 s)."""
+    ours, theirs = channel.pair()
+    with ours, theirs:
+        ours.settimeout(2.0)
+        began = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            channel.receive(ours, block=False)
+        assert time.monotonic() - began < 0.5
+        assert ours.gettimeout() == 2.0
+        channel.send(theirs, "state", {"n": 1})
+        message = channel.receive(ours, block=False)
+        assert message is not None and message.fields == {"n": 1}

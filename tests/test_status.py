@@ -25,6 +25,7 @@ from websockets.http11 import Response
 from conftest import Proc, Spawn
 from ops_helpers import Background, Upstream, children, wait_for, who, write_config
 from proxy_helpers import closed_port
+from wsgate.proxy.master import STARTUP_GRACE
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 STATUS = 'status_listen = "127.0.0.1:0"\nworker_processes = 2'
@@ -335,6 +336,7 @@ def test_a_dead_monitor_is_replaced_and_goes_on_from_where_it_was(
     proxy = wsgate(["proxy", "--listen", "127.0.0.1:0", "--upstream", a.address,
                     "--upstream", b.address, "--status", "127.0.0.1:0"])
     port = int(proxy.expect(r"Listening on http://[^ ]+:(\d+)").group(1))
+    began = time.monotonic()  # the master's start-up began before it said so
     status = proxy.expect(r"Status page on (http://\S+)/").group(1)
     assert {who(port), who(port)} == {"A", "B"}
     settle(status, lambda s: total(s, "wsgate_http_requests_total", status="101") == 2,
@@ -347,6 +349,7 @@ def test_a_dead_monitor_is_replaced_and_goes_on_from_where_it_was(
 
     # A worker killed outright: its counts stay (the monitor keeps what it last said).
     worker, monitor = pids()
+    time.sleep(max(0.0, began + STARTUP_GRACE + 0.2 - time.monotonic()))  # else: "at start-up"
     os.kill(worker, signal.SIGKILL)
     proxy.expect("worker process .* exited on signal 9; started", stream="err")
     wait_for(lambda: len(children(proxy.popen.pid)) == 2 and pids()[0] not in (0, worker),

@@ -58,8 +58,16 @@ def send(sock: socket.socket, kind: str, fields: dict[str, Any] | None = None,
 def receive(sock: socket.socket, block: bool = True) -> Message | None:
     """The next message, or None at the end (the peer closed). A non-blocking socket (or
     ``block=False``) with nothing to read raises BlockingIOError."""
-    flags = 0 if block else socket.MSG_DONTWAIT
-    data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS, flags)
+    timeout = sock.gettimeout()
+    if block or not timeout:
+        data, fds, _flags, _address = socket.recv_fds(
+            sock, MAX_MESSAGE, MAX_FDS, 0 if block else socket.MSG_DONTWAIT)
+    else:  # with a timeout set, Python waits for data before it reads, whatever the flags
+        sock.settimeout(0)
+        try:
+            data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+        finally:
+            sock.settimeout(timeout)
     if not data:
         for fd in fds:
             socket.close(fd)
