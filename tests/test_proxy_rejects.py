@@ -838,6 +838,19 @@ def test_garbage_behind_a_request_in_flight_gets_400_after_its_answer(
     assert gate.upstream.heads[seen.heads].startswith(b"GET /first HTTP/1.1\r\n")
 
 
+def test_content_length_named_in_connection_still_frames_the_body(gate: Gate,
+                                                                   seen: Seen) -> None:
+    """Connection cannot make the length hop-by-hop: the body goes, so its length goes with
+    it, or the upstream would read the body as a second request (found by a property)."""
+    smuggled = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+    answer, _closed = send(gate.port, post("Connection: content-length",
+                                           f"Content-Length: {len(smuggled)}", body=smuggled))
+    assert split(answer)[0] == 200, answer
+    assert gate.upstream.header(seen.heads, "Content-Length") == [str(len(smuggled))]
+    assert gate.upstream.bodies[seen.bodies] == smuggled
+    assert len(gate.upstream.heads) == seen.heads + 1
+
+
 # -- junk -----------------------------------------------------------------------------------
 
 JUNK = {

@@ -19,6 +19,9 @@ def wants_upgrade(head: RequestHead) -> bool:
     return head.get(b"upgrade") is not None and b"upgrade" in connection_tokens(head)
 
 
+_OWS = b" \t"
+
+
 def check_request(head: RequestHead) -> bytes:
     """Raise :class:`HeadError` unless ``head`` is a valid opening handshake; return its key."""
     if head.method != b"GET":
@@ -27,21 +30,25 @@ def check_request(head: RequestHead) -> bytes:
         raise HeadError(400, "WebSocket handshake must be HTTP/1.1")
     if comma_list(head.get_all(b"upgrade")) != [b"websocket"]:
         raise HeadError(400, "Upgrade must be websocket")
-    if head.get(b"content-length") not in (None, b"0") or head.get(b"transfer-encoding"):
+    # llhttp leaves the whitespace after a value in it; the value never includes it
+    # (RFC 9110 5.5), and the upstream answers for the key without it.
+    length = head.get(b"content-length")
+    if (length is not None and length.strip(_OWS) != b"0") or head.get(b"transfer-encoding"):
         raise HeadError(400, "WebSocket handshake with a body")
-    versions = head.get_all(b"sec-websocket-version")
+    versions = [version.strip(_OWS) for version in head.get_all(b"sec-websocket-version")]
     if versions != [b"13"]:
         raise HeadError(426 if versions else 400, "Sec-WebSocket-Version must be 13")
     keys = head.get_all(b"sec-websocket-key")
     if len(keys) != 1:
         raise HeadError(400, "one Sec-WebSocket-Key is required")
+    key = keys[0].strip(_OWS)
     try:
-        decoded = binascii.a2b_base64(keys[0], strict_mode=True)
+        decoded = binascii.a2b_base64(key, strict_mode=True)
     except (binascii.Error, ValueError):
         decoded = b""
     if len(decoded) != 16:
         raise HeadError(400, "Sec-WebSocket-Key must be 16 bytes in base64")
-    return keys[0]
+    return key
 
 
 def response_is_switch(status: int, headers: Headers, key: bytes) -> bool:

@@ -61,7 +61,7 @@ class Variables:
     def variable(self, name: str) -> bytes:
         head = self.head
         if name == "host":
-            host = head.get(b"host")
+            host = (head.get(b"host") or b"").strip(b" \t")  # llhttp leaves the OWS after it
             if not host:
                 return self.server_host.encode()
             return _strip_port(host).lower()
@@ -102,6 +102,11 @@ def _strip_port(host: bytes) -> bytes:
     return host.rsplit(b":", 1)[0] if b":" in host else host
 
 
+FRAMING = frozenset({b"content-length"})
+"""What Connection cannot make hop-by-hop: the body is sent as its length says, so the
+length must go with it, or the body would be read upstream as the next request."""
+
+
 def connection_tokens(head: RequestHead) -> frozenset[bytes]:
     """Header names listed in Connection: each is hop-by-hop for this message."""
     return frozenset(comma_list(head.get_all(b"connection")))
@@ -125,7 +130,7 @@ def upstream_request_headers(
     out: Headers = []
     for name, value in variables.head.headers:
         low = name.lower()
-        if low in HOP_BY_HOP or low in named or low in replaced:
+        if low in HOP_BY_HOP or low in replaced or (low in named and low not in FRAMING):
             continue
         if low in FORWARDED and not variables.trusted:
             continue

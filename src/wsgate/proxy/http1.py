@@ -128,6 +128,8 @@ def _to_origin_form(head: RequestHead) -> None:
         if len(hosts) == 1 and (_authority_key(hosts[0].strip(_OWS), default)
                                 != _authority_key(authority, default)):
             raise HeadError(400, "Host header disagrees with the absolute-form target")
+    elif head.version == "1.1":  # RFC 9112 3.2: whatever the form of the target
+        raise HeadError(400, "HTTP/1.1 request without a Host header")
     else:
         head.headers.append((b"Host", authority))
         head._index = None

@@ -7,6 +7,7 @@ the error to answer it with. The client connection takes the events when its exc
 
 from __future__ import annotations
 
+import re
 from collections import deque
 
 import httptools
@@ -19,6 +20,7 @@ HEAD, BODY, END, ERROR = range(4)
 the end of a request, and the HeadError of a request that cannot be parsed (with its head,
 if it had one that was not taken yet: the error replaced it)."""
 Queued = tuple[int, object]
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 class RequestReader:
@@ -108,6 +110,8 @@ class RequestReader:
             return True
         line = ((self.line or b"") + data[:end]).rstrip(b"\r")
         self.line = None
+        if len(line) > self.config.max_request_line:
+            return True  # on_url's 414, however the bytes came
         return b" " in line and line.rsplit(b" ", 1)[1].startswith(b"HTTP/")
 
     def _fail(self, error: HeadError) -> None:
@@ -162,10 +166,13 @@ class RequestReader:
     def on_headers_complete(self) -> None:
         assert self.parser is not None
         version = self.parser.get_http_version()
-        if version == "0.9" and self.url[-64:] + b" HTTP/" not in self.data:
-            # llhttp reads a pipelined line with no version as HTTP/0.9 (a first one is
+        if version == "0.9" and not self.counting and self.url[-64:] + b" HTTP/" not in self.data:
+            # llhttp reads a pipelined line with no version as HTTP/0.9 (a counted one is
             # refused sooner, by _line_ok); "HTTP/0.9" written out is a 505, as 2.0 is.
             raise HeadError(400, "request line without an HTTP version (HTTP/0.9)")
+        config = self.config
+        if self.counting and self.head_bytes > config.max_request_line + config.max_header_total:
+            self._check_raw_size()
         head = RequestHead(
             method=self.parser.get_method(),
             target=self.url,
@@ -176,6 +183,18 @@ class RequestReader:
         self.in_body = True
         self.queued_heads += 1
         self.events.append((HEAD, (head, self.parser.should_keep_alive())))
+
+    def _check_raw_size(self) -> None:
+        """The head's bytes as sent, against the limits (431): what on_header counts leaves
+        out the whitespace llhttp strips, and the bytes fed may hold a body too. The head
+        began this connection's bytes, so it ends at the first blank line of this read (or
+        at its first LF, if the blank line began in the read before)."""
+        data = self.data
+        blank = _BLANK_LINE.search(data)
+        end = blank.end() if blank else data.find(b"\n") + 1
+        if self.head_bytes - len(data) + end > (self.config.max_request_line
+                                                + self.config.max_header_total):
+            raise HeadError(431, "request head too large")
 
     def on_body(self, body: bytes) -> None:
         self.queued_bytes += len(body)
