@@ -46,23 +46,15 @@ _QUEUE, _UPSTREAM, _UPGRADE = 1, 2, 4
 """Why the client is not read: events wait; the upstream takes no more; the bytes after an
 upgrade request belong to the tunnel that may follow."""
 
-_UNREACHABLE = {502: "no_upstream", 503: "local_limit", 504: "upstream_timeout"}
-"""The metrics' rejection cause for each answer of :class:`connector.Unreachable`."""
-_EXTRA = {426: [(b"Sec-WebSocket-Version", b"13")], 503: [(b"Retry-After", b"1")]}
-"""Headers the proxy's own answers carry: the version to use; when to come back."""
 _NO_HEAD = RequestHead(b"-", b"", "1.1", [])
 """What an exchange refused before its head was complete is logged as: nginx's "-"."""
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = (
-        "client_full", "connect_task", "exchange", "fresh", "gate", "head_started", "head_wall",
-        "loop",
-        "phase", "reader", "remote_addr", "remote_port", "scheme", "seen_body_bytes",
-        "seen_upstream_bytes",
-        "server", "server_host", "server_port", "stall", "timer", "transport", "trusted",
-        "upstream", "worker",
-    )
+    __slots__ = ("client_full", "connect_task", "exchange", "fresh", "gate", "head_started",
+                 "head_wall", "loop", "phase", "reader", "remote_addr", "remote_port", "scheme",
+                 "seen_body_bytes", "seen_upstream_bytes", "server", "server_host",
+                 "server_port", "stall", "timer", "transport", "trusted", "upstream", "worker")
 
     def __init__(self, worker: Worker, scheme: str) -> None:
         self.worker = worker
@@ -256,23 +248,18 @@ class ClientConnection(asyncio.Protocol):
         variables = Variables(exchange.head, self.remote_addr, self.remote_port, self.scheme,
                               self.server_port, self.server_host, self.trusted)
         try:
-            conn, server = await connector.connect(
-                route, self._balance_key(route, variables), self.worker.pool,
-                self.worker.limits, exchange.started, self._context)
+            key = (ip_hash_key(self.remote_addr) if route.group.balance == "ip_hash" else
+                   None if route.hash_key is None else variables.expand(route.hash_key))
+            conn, server = await connector.connect(route, key, self.worker.pool,
+                                                   self.worker.limits, exchange.started,
+                                                   self._context)
         except connector.Unreachable as error:
-            exchange.cause = _UNREACHABLE[error.status]
+            exchange.cause = error.cause
             self._reject(HeadError(error.status, "no upstream reachable"), logged=True)
             return
         self.server = server
         exchange.connect_time = time.monotonic() - exchange.started
         self._attach(exchange, route, conn, server, variables)
-
-    def _balance_key(self, route: Route, variables: Variables) -> bytes | None:
-        if route.group.balance == "ip_hash":
-            return ip_hash_key(self.remote_addr)
-        if route.hash_key is not None:
-            return variables.expand(route.hash_key)
-        return None
 
     def _attach(self, exchange: Exchange, route: Route, conn: UpstreamConnection,
                 server: ServerState, variables: Variables) -> None:
@@ -392,17 +379,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _retry(self, exchange: Exchange) -> bool:
         """A kept-alive connection the upstream closed as it was reused, before a byte of
-        answer: the race every keep-alive pool has. As nginx, the request goes again on
-        another connection (:meth:`Exchange.retry` says which requests may), and the
-        server is not blamed: a kept connection may be closed at any time."""
+        answer (every pool's race): as nginx, the request goes again on another connection
+        (:meth:`Exchange.retry` says which may), and the server is not blamed."""
         conn, route = self.upstream, exchange.route
-        if conn is None or route is None or not conn.reused or conn.received:
-            return False
-        addr = exchange.upstream_addr
-        if not exchange.retry():
+        if (conn is None or route is None or not conn.reused or conn.received
+                or not exchange.retry()):
             return False
         log.info("upstream %s closed a kept-alive connection before answering, "
-                 "sending the request again%s", addr, self._context())
+                 "sending the request again%s", conn.address, self._context())
         self._drop_upstream()
         self._disarm()
         self.reader.events.appendleft((END, None))  # the request is whole: it goes again
@@ -488,8 +472,7 @@ class ClientConnection(asyncio.Protocol):
                         else Exchange(_NO_HEAD, False, self.head_started, self.head_wall))
             self.exchange = exchange
         if exchange.answer(error.status):
-            extra = _EXTRA.get(error.status, [])
-            self.transport.write(http1.error_response(error.status, extra))
+            self.transport.write(http1.error_response(error.status))
             # The client's mistakes are info, as in nginx: a flood of bad requests must not
             # flood the log at the default level (nor pay for lines nobody reads).
             client = error.status < 500 or error.status == 505

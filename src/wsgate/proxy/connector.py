@@ -22,6 +22,10 @@ from wsgate.proxy.upstream_connection import UpstreamConnection
 log = logging.getLogger(__name__)
 
 
+_CAUSES = {502: "no_upstream", 503: "local_limit", 504: "upstream_timeout"}
+"""The metrics' rejection cause of each answer of :class:`Unreachable`."""
+
+
 class Unreachable(Exception):
     """No server of the group could be reached: answer ``status`` (502, or 504 when the
     last try timed out, or 503 when this process ran out of something: see
@@ -30,6 +34,7 @@ class Unreachable(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"no server of the upstream group could be reached ({status})")
         self.status = status
+        self.cause = _CAUSES[status]
 
 
 async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,

@@ -6,7 +6,6 @@ request smuggling live here (RFC 9112 6.1-6.3, 3.2; RFC 9110 5.5).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -224,7 +223,12 @@ def reason_phrase(status: int) -> bytes:
         return b"Unknown"
 
 
-def error_response(status: int, extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+_EXTRA: dict[int, Headers] = {426: [(b"Sec-WebSocket-Version", b"13")],
+                               503: [(b"Retry-After", b"1")]}
+"""What some answers must say besides: the version to use; when to come back."""
+
+
+def error_response(status: int) -> bytes:
     """The proxy's own answer: nginx-style HTML naming nothing internal."""
     phrase = reason_phrase(status)
     body = (
@@ -236,7 +240,7 @@ def error_response(status: int, extra: Sequence[tuple[bytes, bytes]] = ()) -> by
         (b"Server", b"wsgate"),
         (b"Content-Type", b"text/html"),
         (b"Content-Length", str(len(body)).encode()),
-        *extra,
+        *_EXTRA.get(status, ()),
         (b"Connection", b"close"),  # every answer the proxy writes itself ends the connection
     ]
     return serialize_response(status, phrase, headers) + body
