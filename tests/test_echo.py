@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import signal
 import socket
+import subprocess
 import time
+import zlib
+from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -277,11 +283,11 @@ def closes(port: int, data: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("first", [0x81 | 0x40, 0x81 | 0x20, 0x81 | 0x10, 0x82 | 0x70,
-                                   0x88 | 0x30])
+                                   0x88 | 0x30, 0x89 | 0x60, 0x89 | 0x40, 0x8A | 0x10])
 def test_reserved_bits_fail_the_connection_with_1002(wsgate: Spawn, first: int) -> None:
-    """Autobahn 3.1-3.5, 3.7: no extension is negotiated, so a set RSV bit on a data or
-    Close frame is a protocol error. (A ping's, 3.6, picows answers before the echo
-    server sees it.)"""
+    """Autobahn 3.1-3.7: no extension is negotiated, so a set RSV bit on a data or control
+    frame is a protocol error, a ping's too (the echo server answers pings itself, so
+    picows does not pong them unseen)."""
     _proc, port = start_echo(wsgate, "--raw")
     assert closes(port, masked(first, b"hello")) == [b"\x03\xea"]
 
@@ -298,3 +304,269 @@ def test_a_close_code_not_for_the_wire_fails_the_connection_with_1002(wsgate: Sp
 def test_a_valid_close_code_is_echoed(wsgate: Spawn, code: int) -> None:
     _proc, port = start_echo(wsgate, "--raw")
     assert closes(port, masked(0x88, code.to_bytes(2, "big"))) == [code.to_bytes(2, "big")]
+
+
+# -- pings, and what comes after a Close (Autobahn 2.*, 3.6, 7.1.*) ----------------------------
+
+def upgrade(port: int, *headers: str) -> tuple[socket.socket, dict[str, str]]:
+    """A raw socket after a hand-written opening handshake, and the response's headers
+    (lower-cased names): the test then writes and reads frames byte for byte."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = ["GET / HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
+             *headers]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, f"no response to the upgrade: {head!r}"
+        head += chunk
+    status, *fields = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert " 101 " in status, status
+    found = {}
+    for line in fields:
+        name, _, value = line.partition(":")
+        found[name.strip().lower()] = value.strip()
+    return sock, found
+
+
+def frame(first: int, payload: bytes) -> bytes:
+    """A client frame: the given first byte (FIN, RSV bits, opcode), masked with zeros."""
+    if len(payload) < 126:
+        return bytes((first, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+    return bytes((first, 0x80 | 126)) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload
+
+
+def read_frames(sock: socket.socket, timeout: float = 5) -> list[tuple[int, bytes]]:
+    """Every frame the server sends (first byte, payload) until it closes the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    frames = []
+    while data:
+        size, start = data[1] & 0x7F, 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        frames.append((data[0], data[start:start + size]))
+        data = data[start + size:]
+    return frames
+
+
+def test_a_ping_is_answered_with_its_payload(wsgate: Spawn) -> None:
+    _proc, port = start_echo(wsgate, "--raw")
+    sock, _headers = upgrade(port)
+    with sock:
+        sock.sendall(frame(0x89, b"are you there") + frame(0x81, b"after")
+                     + frame(0x88, b"\x03\xe8"))
+        assert read_frames(sock) == [(0x8A, b"are you there"), (0x81, b"after"),
+                                     (0x88, b"\x03\xe8")]
+
+
+def test_a_ping_with_a_reserved_bit_gets_no_pong(wsgate: Spawn) -> None:
+    _proc, port = start_echo(wsgate, "--raw")
+    sock, _headers = upgrade(port)
+    with sock:
+        sock.sendall(frame(0x89 | 0x40, b"hi"))
+        assert read_frames(sock) == [(0x88, b"\x03\xea")]
+
+
+@pytest.mark.parametrize(
+    ("after_close", "answer"),
+    [
+        (frame(0x88, b""), b"\x03\xe8"),  # Autobahn 7.1.2
+        (frame(0x88, b"\x03\xe9"), b"\x03\xe8"),
+        (frame(0x83, b"bad opcode"), b"\x03\xe8"),
+        (frame(0x81, b"\xff not utf-8"), b"\x03\xe8"),  # 7.1.3-7.1.5: ignored, not echoed
+    ],
+)
+def test_what_follows_a_close_is_ignored(wsgate: Spawn, after_close: bytes,
+                                         answer: bytes) -> None:
+    """RFC 6455 5.5.1: nothing after a Close counts, even a frame picows rejects and even in
+    the same read (picows parses a frame ahead: see ParserLog)."""
+    _proc, port = start_echo(wsgate, "--raw")
+    sock, _headers = upgrade(port)
+    with sock:
+        sock.sendall(frame(0x88, b"\x03\xe8") + after_close)
+        assert read_frames(sock) == [(0x88, answer)]
+
+
+@pytest.mark.parametrize(
+    ("close", "answer"),
+    [
+        (b"\x0b\xb8bye", b"\x0b\xb8bye"),  # 3000 and its reason are echoed
+        (b"", b"\x03\xe8"),  # without a code: 1000 (picows adds a Close of its own otherwise)
+    ],
+)
+def test_a_second_close_in_the_same_read_is_ignored(wsgate: Spawn, close: bytes,
+                                                    answer: bytes) -> None:
+    _proc, port = start_echo(wsgate, "--raw")
+    sock, _headers = upgrade(port)
+    with sock:
+        sock.sendall(frame(0x88, close) + frame(0x88, b"\x03\xe8"))
+        assert read_frames(sock) == [(0x88, answer)]
+
+
+def test_a_close_without_a_code_gets_an_empty_close(wsgate: Spawn) -> None:
+    """As Node ws answers it (the second-Close case above is the one exception)."""
+    _proc, port = start_echo(wsgate, "--raw")
+    sock, _headers = upgrade(port)
+    with sock:
+        sock.sendall(frame(0x88, b""))
+        assert read_frames(sock) == [(0x88, b"")]
+
+
+# -- permessage-deflate (--deflate) -------------------------------------------------------------
+
+def deflated(data: bytes) -> bytes:
+    """A whole message compressed as RFC 7692 says: raw deflate, sync-flushed, the final
+    empty block's 00 00 ff ff left off."""
+    compressor = zlib.compressobj(wbits=-15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def inflated(data: bytes, decompressor: Any) -> bytes:
+    return bytes(decompressor.decompress(data + b"\x00\x00\xff\xff"))
+
+
+def test_deflate_with_a_websockets_client(wsgate: Spawn) -> None:
+    """websockets offers permessage-deflate by default: the seed's replies and log lines are
+    the same, fragmented compressed messages included."""
+    proc, port = start_echo(wsgate, "--deflate")
+    with connect(f"ws://127.0.0.1:{port}", compression="deflate") as ws:
+        extensions = ws.response.headers["Sec-WebSocket-Extensions"]
+        assert extensions.startswith("permessage-deflate")
+        ws.send("Hello " * 200)
+        assert ws.recv(timeout=5) == SEED + "Hello " * 200
+        ws.send(b"\x00\x01" * 300)
+        assert ws.recv(timeout=5) == SEED.encode() + b"\x00\x01" * 300
+        ws.send(iter(["frag", "ment", "ed"]))
+        assert ws.recv(timeout=5) == SEED + "fragmented"
+    proc.expect(r"^Received from client: (Hello ){200}$")
+    proc.expect(r"^Received from client: fragmented$")
+
+
+def test_deflate_on_the_wire(wsgate: Spawn) -> None:
+    """RSV1 marks a compressed message both ways; uncompressed ones are accepted too; every
+    reply is compressed; control frames never are."""
+    _proc, port = start_echo(wsgate, "--raw", "--deflate")
+    sock, headers = upgrade(port, "Sec-WebSocket-Extensions: permessage-deflate")
+    assert headers["sec-websocket-extensions"] == "permessage-deflate; server_max_window_bits=12"
+    text = "héllo, " * 100
+    with sock:
+        sock.sendall(frame(0xC1, deflated(text.encode())) + frame(0x82, b"plain")
+                     + frame(0x89, b"ping") + frame(0x88, b"\x03\xe8"))
+        frames = read_frames(sock)
+    decompressor = zlib.decompressobj(wbits=-15)
+    assert [first for first, _ in frames] == [0xC1, 0xC2, 0x8A, 0x88]
+    assert inflated(frames[0][1], decompressor).decode() == text
+    assert inflated(frames[1][1], decompressor) == b"plain"
+    assert frames[2:] == [(0x8A, b"ping"), (0x88, b"\x03\xe8")]
+
+
+def test_without_deflate_no_extension_is_accepted(wsgate: Spawn) -> None:
+    _proc, port = start_echo(wsgate)
+    with connect(f"ws://127.0.0.1:{port}", compression="deflate") as ws:
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        ws.send("plain")
+        assert ws.recv(timeout=5) == SEED + "plain"
+
+
+def test_deflate_with_a_subprotocol(wsgate: Spawn) -> None:
+    _proc, port = start_echo(wsgate, "--deflate")
+    with connect(f"ws://127.0.0.1:{port}", subprotocols=["chat", "superchat"],  # type: ignore[list-item]
+                 compression="deflate") as ws:
+        assert ws.subprotocol == "chat"
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        ws.send("x")
+        assert ws.recv(timeout=5) == SEED + "x"
+
+
+def test_deflate_offer_the_server_cannot_accept_goes_uncompressed(wsgate: Spawn) -> None:
+    """server_max_window_bits=8 is beyond zlib: the offer is declined, the connection works."""
+    _proc, port = start_echo(wsgate, "--raw", "--deflate")
+    sock, headers = upgrade(port, "Sec-WebSocket-Extensions: permessage-deflate; "
+                                  "server_max_window_bits=8")
+    assert "sec-websocket-extensions" not in headers
+    with sock:
+        sock.sendall(frame(0x81, b"plain") + frame(0x88, b"\x03\xe8"))
+        assert read_frames(sock) == [(0x81, b"plain"), (0x88, b"\x03\xe8")]
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([frame(0xC9, b"ping")], b"\x03\xea"),  # RSV1 on a control frame
+        ([frame(0x41, deflated(b"frag")[:2]), frame(0xC0, b"x")], b"\x03\xea"),  # on a CONT
+        ([frame(0x01, b"frag"), frame(0xC0, b"x")], b"\x03\xea"),  # CONT of uncompressed
+        ([frame(0xA1, b"hello")], b"\x03\xea"),  # RSV2
+        ([frame(0xC1, b"\xff\xff\xff\xff")], b"\x03\xea"),  # not deflate data
+        ([frame(0xC1, deflated(b"x" * 2000))], b"\x03\xf1"),  # inflates past --max-size: 1009
+        ([frame(0xC1, deflated(b"\xff\xfe"))], b"\x03\xef"),  # inflates to bad UTF-8: 1007
+    ],
+)
+def test_deflate_protocol_errors(wsgate: Spawn, frames: list[bytes], code: bytes) -> None:
+    _proc, port = start_echo(wsgate, "--raw", "--deflate", "--max-size", "1k")
+    sock, headers = upgrade(port, "Sec-WebSocket-Extensions: permessage-deflate")
+    assert "sec-websocket-extensions" in headers
+    with sock:
+        sock.sendall(b"".join(frames))
+        assert read_frames(sock) == [(0x88, code)]
+
+
+def test_deflate_fragments_count_inflated_against_max_size(wsgate: Spawn) -> None:
+    _proc, port = start_echo(wsgate, "--raw", "--deflate", "--max-size", "1k")
+    data = deflated(b"y" * 1500)
+    half = len(data) // 2
+    sock, _headers = upgrade(port, "Sec-WebSocket-Extensions: permessage-deflate")
+    with sock:
+        sock.sendall(frame(0x41, data[:half]) + frame(0x80, data[half:]))
+        assert read_frames(sock) == [(0x88, b"\x03\xf1")]
+
+
+def test_deflate_keepalive_and_shutdown_1001(wsgate: Spawn) -> None:
+    proc, port = start_echo(wsgate, "--deflate", "--ping-interval", "100ms",
+                            "--ping-timeout", "300ms")
+    with connect(f"ws://127.0.0.1:{port}", compression="deflate", ping_interval=None) as ws:
+        time.sleep(0.6)  # pings, answered by the client library, keep it connected
+        ws.send("still here")
+        assert ws.recv(timeout=5) == SEED + "still here"
+        proc.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert proc.popen.wait(timeout=5) == 0
+
+
+NODE_DEFLATE_CLIENT = """
+const WebSocket = require('ws');
+const ws = new WebSocket(process.argv[1], {perMessageDeflate: {threshold: 0}});
+ws.on('open', () => {
+  console.log('extensions: ' + ws.extensions);
+  ws.send('compress me '.repeat(50));
+});
+ws.on('message', (data) => {
+  console.log('reply: ' + data.toString());
+  ws.close(1000);
+});
+ws.on('close', (code) => console.log('closed: ' + code));
+ws.on('error', (error) => { console.log('error: ' + error.message); process.exit(1); });
+"""
+
+
+def test_deflate_with_node_ws(wsgate: Spawn, node_modules: Path) -> None:
+    """Node ws, the seed's library, negotiates permessage-deflate and compresses each
+    message (threshold 0) on its own implementation."""
+    _proc, port = start_echo(wsgate, "--deflate")
+    result = subprocess.run(["node", "-e", NODE_DEFLATE_CLIENT, f"ws://127.0.0.1:{port}"],
+                            capture_output=True, text=True, timeout=20,
+                            env={**os.environ, "NODE_PATH": str(node_modules)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("extensions: permessage-deflate")
+    assert lines[1:] == [f"reply: {SEED}{'compress me ' * 50}", "closed: 1000"]

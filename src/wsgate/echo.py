@@ -4,6 +4,9 @@ It logs "Received from client: <msg>" for each message and answers "Server recei
 client: <msg>": the seed's exact strings. The data path is picows, a compiled WebSocket
 implementation: on a 2-core machine it echoes about 4x what ``websockets`` can, and the echo
 server is the upstream in every benchmark of the system, so it must never be the bottleneck.
+
+It passes Autobahn|Testsuite (benchmarks/autobahn.py, docs/autobahn.md); with ``--deflate``
+it accepts permessage-deflate too (:mod:`wsgate.echo_deflate`), on the same data path.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from picows import (
     WSCloseCode,
@@ -28,6 +33,7 @@ from picows import (
 )
 
 from wsgate import runtime, values
+from wsgate.echo_deflate import Deflate, DeflateError, PayloadTooBig
 from wsgate.errors import Failure, UsageError
 from wsgate.signals import STOP, Signals
 
@@ -51,6 +57,7 @@ class EchoOptions:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     max_size: int = 1 << 20
+    deflate: bool = False
 
 
 class Clients:
@@ -91,10 +98,12 @@ class EchoListener(WSListener):
         self._parts: list[bytes] = []
         self._parts_type = WSMsgType.TEXT
         self._parts_size = 0
+        self._close_answered = False
         self.awaiting_pong = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self.reply: Callable[[WSMsgType, bytes], None] = transport.send
         self._clients.open.add(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -112,58 +121,86 @@ class EchoListener(WSListener):
         self.transport.send_close(WSCloseCode.GOING_AWAY, b"no pong")
         self.transport.disconnect(graceful=False)
 
+    def fail(self, transport: WSTransport, code: WSCloseCode) -> None:
+        """Fail the connection (RFC 6455 7.1.7): Close with ``code``, then disconnect."""
+        self._parts = []
+        transport.send_close(code)
+        transport.disconnect()
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
         if frame.rsv1 or frame.rsv2 or frame.rsv3:  # RFC 6455 5.2: no extension gives them
-            self._parts = []
-            transport.send_close(WSCloseCode.PROTOCOL_ERROR)
-            transport.disconnect()
+            self.fail(transport, WSCloseCode.PROTOCOL_ERROR)
             return
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            if self._parts:  # RFC 6455 5.4: a new message inside a fragmented one
-                self._parts = []
-                transport.send_close(WSCloseCode.PROTOCOL_ERROR)
-                transport.disconnect()
-                return
-            if frame.fin:
-                self._answer(transport, kind, frame.get_payload_as_bytes(), frame.last_in_buffer)
-            else:
-                self._parts = [frame.get_payload_as_bytes()]
-                self._parts_type = kind
-                self._parts_size = frame.payload_size
-        elif kind is WSMsgType.CONTINUATION:
-            self._parts_size += frame.payload_size
-            if not self._parts or self._parts_size > self._options.max_size:
-                too_big = bool(self._parts)
-                self._parts = []
-                code = WSCloseCode.MESSAGE_TOO_BIG if too_big else WSCloseCode.PROTOCOL_ERROR
-                transport.send_close(code)
-                transport.disconnect()
-                return
-            self._parts.append(frame.get_payload_as_bytes())
-            if frame.fin:
-                payload = b"".join(self._parts)
-                self._parts = []
-                self._answer(transport, self._parts_type, payload, frame.last_in_buffer)
+        kind = frame.msg_type
+        if (kind is WSMsgType.TEXT or kind is WSMsgType.BINARY) and frame.fin and not self._parts:
+            self._answer(transport, kind, frame.get_payload_as_bytes(), frame.last_in_buffer)
+        elif kind is WSMsgType.TEXT or kind is WSMsgType.BINARY or kind is WSMsgType.CONTINUATION:
+            self.on_data(transport, kind, frame.fin, frame.get_payload_as_bytes(),
+                         frame.last_in_buffer)
+        elif kind is WSMsgType.PING:  # answered here, not by picows, which ignores RSV bits
+            transport.send_pong(frame.get_payload_as_bytes())
         elif kind is WSMsgType.PONG:
             self.awaiting_pong = False
         elif kind is WSMsgType.CLOSE:
-            code = frame.get_close_code()
-            if code is WSCloseCode.NO_INFO:
-                transport.send(WSMsgType.CLOSE, b"")  # a Close without a code gets one back
-            elif not sendable_close_code(code.value):
-                transport.send_close(WSCloseCode.PROTOCOL_ERROR)
+            self.answer_close(transport, frame.get_close_code(), frame.get_close_message())
+
+    def on_data(self, transport: WSTransport, kind: WSMsgType, fin: bool, payload: bytes,
+                flush: bool) -> None:
+        """A data frame's (inflated) payload: a message to answer, or a part of one."""
+        if kind is not WSMsgType.CONTINUATION:
+            if self._parts:  # RFC 6455 5.4: a new message inside a fragmented one
+                self.fail(transport, WSCloseCode.PROTOCOL_ERROR)
+            elif fin:
+                self._answer(transport, kind, payload, flush)
             else:
-                transport.send_close(code, frame.get_close_message())
-            transport.disconnect()
+                self._parts = [payload]
+                self._parts_type = kind
+                self._parts_size = len(payload)
+            return
+        self._parts_size += len(payload)
+        if not self._parts or self._parts_size > self._options.max_size:
+            too_big = bool(self._parts)
+            self.fail(transport,
+                      WSCloseCode.MESSAGE_TOO_BIG if too_big else WSCloseCode.PROTOCOL_ERROR)
+            return
+        self._parts.append(payload)
+        if fin:
+            whole = b"".join(self._parts)
+            self._parts = []
+            self._answer(transport, self._parts_type, whole, flush)
+
+    def answer_close(self, transport: WSTransport, code: WSCloseCode, message: bytes) -> None:
+        """Answer the client's Close (echoing a valid code, as Node ws does), and go."""
+        self._close_answered = True
+        if code is WSCloseCode.NO_INFO:
+            transport.send(WSMsgType.CLOSE, b"")  # a Close without a code gets one back
+        elif not sendable_close_code(code.value):
+            transport.send_close(WSCloseCode.PROTOCOL_ERROR)
+        else:
+            transport.send_close(code, message)
+        transport.disconnect()
+
+    def answer_unseen_close(self) -> bool:
+        """Answer a Close that picows has parsed but not yet delivered, if there is one:
+        see :class:`ParserLog`. A Close without a code gets 1000 here, as picows sends a
+        Close of its own unless one with a code has gone."""
+        transport = self.transport
+        handshake = transport.close_handshake
+        if (self._close_answered or transport.is_close_frame_sent or handshake is None
+                or handshake.recv is None):
+            return False
+        code = handshake.recv.code
+        if code is WSCloseCode.NO_INFO:
+            code = WSCloseCode.OK
+        self.answer_close(transport, code, (handshake.recv.reason or "").encode())
+        return True
 
     def _answer(self, transport: WSTransport, kind: WSMsgType, payload: bytes, flush: bool) -> None:
         if kind is WSMsgType.TEXT:
             try:
                 text = payload.decode()
             except UnicodeDecodeError:
-                transport.send_close(WSCloseCode.INVALID_TEXT)
-                transport.disconnect()
+                self.fail(transport, WSCloseCode.INVALID_TEXT)
                 return
         else:
             text = payload.decode(errors="replace")
@@ -171,7 +208,64 @@ class EchoListener(WSListener):
             sys.stdout.write(f"Received from client: {text}\n")
             if flush:
                 sys.stdout.flush()
-        transport.send(kind, payload if self._options.raw else self._prefix + payload)
+        self.reply(kind, payload if self._options.raw else self._prefix + payload)
+
+
+class DeflateListener(EchoListener):
+    """A client that negotiated permessage-deflate: RSV1 marks a compressed message, whose
+    payload is inflated before the echo server sees it; every reply is compressed."""
+
+    def __init__(self, options: EchoOptions, clients: Clients, prefix: bytes,
+                 deflate: Deflate) -> None:
+        super().__init__(options, clients, prefix)
+        self._deflate = deflate
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        data = (kind is WSMsgType.TEXT or kind is WSMsgType.BINARY
+                or kind is WSMsgType.CONTINUATION)
+        if not data or frame.rsv2 or frame.rsv3:
+            super().on_ws_frame(transport, frame)  # RSV1 on a control frame fails there
+            return
+        partial = kind is WSMsgType.CONTINUATION and bool(self._parts)
+        try:
+            payload = self._deflate.decode(
+                frame, self._options.max_size - (self._parts_size if partial else 0))
+        except PayloadTooBig:
+            self.fail(transport, WSCloseCode.MESSAGE_TOO_BIG)
+            return
+        except DeflateError:
+            self.fail(transport, WSCloseCode.PROTOCOL_ERROR)
+            return
+        self.on_data(transport, kind, frame.fin, payload, frame.last_in_buffer)
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.reply = self._deflated
+
+    def _deflated(self, kind: WSMsgType, payload: bytes) -> None:
+        self.transport.send(kind, self._deflate.encode(kind, payload), rsv1=True)
+
+
+class ParserLog(logging.LoggerAdapter[logging.Logger]):
+    """picows' logger for the echo server, and the one moment to answer a Close right.
+
+    picows parses one frame ahead of the one it delivers. When what follows a client's
+    Close is a frame it rejects (a second Close: Autobahn 7.1.2), it sends Close 1002 and
+    disconnects before the listener has seen the first Close, whereas RFC 6455 says
+    nothing after a Close counts. It logs that error just before sending its Close: the
+    first Close is answered then, and picows' own Close is not sent (one per connection).
+    """
+
+    def __init__(self, clients: Clients) -> None:
+        super().__init__(logging.getLogger("picows.echo"), {})
+        self._clients = clients
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        for client in self._clients.open:
+            if client.answer_unseen_close():
+                break  # only the connection being parsed can have one
+        super().error(msg, *args, **kwargs)
 
 
 def sendable_close_code(code: int) -> bool:
@@ -202,13 +296,22 @@ class EchoServer:
     def _listener_for(
         self, request: WSUpgradeRequest
     ) -> EchoListener | WSUpgradeResponseWithListener:
-        listener = EchoListener(self.options, self.clients, self.options.prefix.encode())
+        prefix = self.options.prefix.encode()
+        headers = {}
         protocol = _first_subprotocol(request)
-        if protocol is None:
+        if protocol is not None:
+            headers["Sec-WebSocket-Protocol"] = protocol
+        negotiated = None
+        if self.options.deflate:
+            negotiated = Deflate.negotiate(request.headers.getall("Sec-WebSocket-Extensions", []))
+        if negotiated is None:
+            listener = EchoListener(self.options, self.clients, prefix)
+        else:
+            headers["Sec-WebSocket-Extensions"] = negotiated[0]
+            listener = DeflateListener(self.options, self.clients, prefix, negotiated[1])
+        if not headers:
             return listener
-        response = WSUpgradeResponse.create_101_response(
-            extra_headers={"Sec-WebSocket-Protocol": protocol}
-        )
+        response = WSUpgradeResponse.create_101_response(extra_headers=headers)
         return WSUpgradeResponseWithListener(response, listener)
 
     async def start(self) -> None:
@@ -218,7 +321,8 @@ class EchoServer:
             try:
                 server = await ws_create_server(
                     self._listener_for, host, port,
-                    max_frame_size=self.options.max_size, logger_name="echo",
+                    max_frame_size=self.options.max_size,
+                    logger_name=ParserLog(self.clients), enable_auto_pong=False,
                     backlog=BACKLOG,
                 )
             except OSError as error:
@@ -300,6 +404,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SIZE",
                         help="largest message accepted, e.g. 65536, 64k or 1m; larger ones "
                              "close with 1009 (default: 1m)")
+    parser.add_argument("--deflate", action="store_true",
+                        help="accept permessage-deflate (RFC 7692) from clients that offer it: "
+                             "their messages may come compressed, and the replies go "
+                             "compressed")
 
 
 def options_from(args: argparse.Namespace) -> EchoOptions:
@@ -314,6 +422,7 @@ def options_from(args: argparse.Namespace) -> EchoOptions:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         max_size=args.max_size,
+        deflate=args.deflate,
     )
 
 
