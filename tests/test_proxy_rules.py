@@ -12,6 +12,7 @@ from websockets.utils import accept_key
 from wsgate.proxy import handshake, http1
 from wsgate.proxy.headers import (
     Variables,
+    client_response_headers,
     compile_template,
     upstream_request_headers,
 )
@@ -228,3 +229,10 @@ def test_only_16_byte_keys_pass(raw: bytes) -> None:
     else:
         with pytest.raises(HeadError):
             handshake.check_request(request)
+
+
+def test_a_response_length_named_in_connection_still_frames_it() -> None:
+    """Else a kept-alive client reads the next response as this one's body."""
+    out = client_response_headers([(b"Connection", b"content-length, x-a"),
+                                   (b"Content-Length", b"5"), (b"X-A", b"1")], True, False)
+    assert out == [(b"Content-Length", b"5")]

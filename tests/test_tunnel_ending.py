@@ -740,3 +740,17 @@ def test_a_second_reload_after_a_group_was_removed_keeps_draining(tmp_path: Path
             each.rig.tunnel.abort()
 
     asyncio.run(main())
+
+
+def test_an_upstream_reset_while_ending_adds_no_second_close() -> None:
+    """The proxy's Close went already: the upstream dying then is not worth a 1014."""
+    async def main() -> None:
+        rig = open_tunnel()
+        rig.tunnel.going_away()
+        assert rig.client.take() == close_frame(1001, "going away")
+        rig.upstream.reset()
+        await settle()
+        assert rig.client.take() == b""
+        assert rig.tunnel.state is State.CLOSED
+
+    asyncio.run(main())

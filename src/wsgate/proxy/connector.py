@@ -8,6 +8,7 @@ one. Each failed try gets an error-log line naming the server and the cause.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -74,12 +75,14 @@ async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,
             raise
         except (TimeoutError, OSError) as error:
             group.release(server)
-            if is_local(error):
-                assert isinstance(error, OSError) and error.errno is not None
-                limits.hit(error.errno, f"connect() to {server.address} failed "
-                                        f"({error.errno}: {error.strerror})")
+            code = error.errno if isinstance(error, OSError) else None
+            if is_local(error) and code != errno.EADDRNOTAVAIL:
+                assert code is not None and isinstance(error, OSError)
+                limits.hit(code, f"connect() to {server.address} failed "
+                                 f"({code}: {error.strerror})")
                 raise Unreachable(503) from None
-            group.report_failure(server, time.monotonic())
+            if code != errno.EADDRNOTAVAIL:  # no route from here (no IPv6, no free port
+                group.report_failure(server, time.monotonic())  # to it): not its fault
             timed_out = isinstance(error, TimeoutError)
             log.error("connect() to %s failed: %s%s", server.address,
                       _reason(error, location.connect_timeout), context())

@@ -193,10 +193,10 @@ class Exchange:
 
     def retry(self) -> bool:
         """Whether the request may go again on another upstream connection, as nginx
-        resends one whose kept-alive connection failed: only before any answer, only an
-        idempotent method (RFC 9110 9.2.2; nginx's ``proxy_next_upstream`` without
-        ``non_idempotent``), and only without a body, since the body is streamed, not
-        kept. If so, it is back to connecting."""
+        resends one whose kept-alive connection failed: only before any answer, not for
+        the methods nginx never resends (POST, PATCH, LOCK: ``proxy_next_upstream``
+        without ``non_idempotent``), and only without a body, since the body is streamed,
+        not kept. If so, it is back to connecting."""
         if (self.response is not Response.WAITING or self.request is not Request.SENT
                 or self.framing.chunked or self.framing.length
                 or self.head.method in NON_IDEMPOTENT):

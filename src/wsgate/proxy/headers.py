@@ -103,8 +103,8 @@ def _strip_port(host: bytes) -> bytes:
 
 
 FRAMING = frozenset({b"content-length"})
-"""What Connection cannot make hop-by-hop: the body is sent as its length says, so the
-length must go with it, or the body would be read upstream as the next request."""
+"""What Connection cannot make hop-by-hop: a body is relayed as its length says, so the
+length must go with it, or the body would be read on the next hop as the next message."""
 
 
 def connection_tokens(head: RequestHead) -> frozenset[bytes]:
@@ -159,6 +159,7 @@ def client_response_headers(headers: Headers, keep_alive: bool, chunked: bool,
     this hop's own framing and persistence (an HTTP/1.0 client kept alive is told so, as
     its default is to close)."""
     named = frozenset(comma_list([v for name, v in headers if name.lower() == b"connection"]))
+    named -= FRAMING
     out: Headers = [
         (name, value) for name, value in headers
         if (low := name.lower()) not in HOP_BY_HOP and low not in named

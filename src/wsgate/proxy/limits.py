@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 LOCAL = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
                    errno.EADDRNOTAVAIL})
-"""Errors that are this machine's or this process's, never an upstream's."""
+"""Errors that are this machine's or this process's, never an upstream's. (A connect's
+EADDRNOTAVAIL is per destination, no IPv6 or no free port toward it: the connector tries
+the next server, blaming none, rather than answering 503.)"""
 RESERVE = 16
 """Files kept free: a client accepted with fewer left pauses accepting, since each client
 needs a second file for its upstream."""

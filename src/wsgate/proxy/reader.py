@@ -190,7 +190,8 @@ class RequestReader:
         began this connection's bytes, so it ends at the first blank line of this read (or
         at its first LF, if the blank line began in the read before)."""
         data = self.data
-        blank = _BLANK_LINE.search(data)
+        straddles = self.head_bytes > len(data) and data.startswith((b"\n", b"\r\n"))
+        blank = None if straddles else _BLANK_LINE.search(data)
         end = blank.end() if blank else data.find(b"\n") + 1
         if self.head_bytes - len(data) + end > (self.config.max_request_line
                                                 + self.config.max_header_total):

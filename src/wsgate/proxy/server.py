@@ -210,9 +210,11 @@ class Serving:
         self.worker.stats.sent(snapshot)
 
     async def _pushing(self) -> None:
+        """Each second: the counts to the monitor, and a look at the listening servers."""
         while True:
             await asyncio.sleep(PUSH_INTERVAL)
             try:
+                self.accepting.check()
                 self.push()
             except Exception:  # a bug here must not stop the counts for good, nor serving
                 log.exception("worker %d: sending the counts failed", os.getpid())
@@ -266,11 +268,6 @@ class Serving:
         finally:
             self._tell_master("reloaded")
 
-    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-        """uvloop closing a server after an accept error is not the end of accepting."""
-        if not self.accepting.listen_failed(context):
-            loop.default_exception_handler(context)
-
     # -- the whole life ----------------------------------------------------------------------
 
     async def run(self, signals: Signals, *, ready: Callable[[], None] | None = None,
@@ -290,7 +287,6 @@ class Serving:
             self._link(self._monitor_given)
             self._monitor_given = None
         pushing = asyncio.ensure_future(self._pushing())
-        loop.set_exception_handler(self._exception)
         await self.accepting.start(self.accepting.sockets)
         self._tell_master("ready")  # the master hands old workers' tunnels over only now
         if ready is not None:

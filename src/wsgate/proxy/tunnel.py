@@ -293,8 +293,8 @@ class Tunnel:
         Mid-frame nothing valid can follow, and the bare TCP close stays."""
         self.ended_by(self.upstream, exc)
         client = self.client.transport
-        if (self.state is not State.CLOSED and self.upstream.cursor.at_boundary()
-                and not client.is_closing()):
+        if ((self.state is State.OPEN or self.state is State.FROZEN)
+                and self.upstream.cursor.at_boundary() and not client.is_closing()):
             client.write(close_frame(1014, "bad gateway"))
         self.close()
 
