@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import Spawn, start_echo, wsgate_command
+from wsgate.proxy import connector, flags
 from wsgate.proxy import limits as limits_module
 from wsgate.proxy.accepting import Accepting
 from wsgate.proxy.limits import FIRST_PAUSE, LAST_PAUSE, Limits, is_local, limit_name
 from wsgate.proxy.listeners import Bound
+from wsgate.proxy.pool import Pool
+from wsgate.proxy.routes import Routes
 
 HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -186,3 +189,35 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one(wsgate: Spawn,
     proxy.expect(r"Listening on http://")
     limits = Path(f"/proc/{proxy.popen.pid}/limits").read_text()
     assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+
+
+def test_a_connect_with_no_route_from_here_tries_the_next_server_blaming_none() -> None:
+    """EADDRNOTAVAIL (no IPv6 here, no free port toward that server) is per destination:
+    the next server is tried, no failure is counted, accepting does not pause."""
+    async def main() -> None:
+        config = flags.from_flags({"--listen": ["127.0.0.1:8080"],
+                                   "--upstream": ["[::1]:9", "127.0.0.1:9"]})
+        route = Routes(config).match(b"/")
+        assert route is not None
+        dialled: list[str] = []
+
+        async def dial(factory: object, host: str, port: int) -> object:
+            dialled.append(host)
+            if host == "::1":
+                raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+            return object(), object()
+
+        loop = asyncio.get_running_loop()
+        loop.create_connection = dial  # type: ignore[method-assign,assignment]
+        limits = Limits()
+        pauses: list[float] = []
+        limits.pause = pauses.append
+        for _ in range(2):
+            _conn, server = await connector.connect(route, None, Pool(), limits,
+                                                    loop.time(), lambda: "")
+            assert server.address == "127.0.0.1:9"
+            route.group.release(server)
+        assert dialled.count("::1") >= 1 and pauses == [] and limits.hits == 0
+        assert all(state.fails == 0 for state in route.group.servers)
+
+    asyncio.run(main())
