@@ -235,3 +235,12 @@ def bg() -> Iterator[Background]:
     background = Background()
     yield background
     background.close()
+
+
+def require_nginx() -> None:
+    """Skip without nginx, except in CI, where .ci/run installs it and its absence fails."""
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("nginx is required in CI (.ci/run installs nginx-light)")
+    pytest.skip("nginx is not installed")

@@ -3,23 +3,20 @@ assertions: speed lives in docs/benchmarks.md, measured by the full run)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import require_nginx
+
 SUITE = Path(__file__).parent.parent / "benchmarks" / "suite.py"
 
 
 @pytest.mark.timeout(240)
 def test_suite_smoke_run_writes_the_report(tmp_path: Path) -> None:
-    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (.ci/run installs nginx-light)")
-        pytest.skip("nginx is not installed")
+    require_nginx()
     output = tmp_path / "benchmarks.md"
     result = subprocess.run([sys.executable, str(SUITE), "--smoke", "--output", str(output)],
                             capture_output=True, text=True, timeout=220)
@@ -45,10 +42,7 @@ def test_suite_smoke_run_writes_the_report(tmp_path: Path) -> None:
 def test_reload_benchmark_quick_run(tmp_path: Path) -> None:
     """benchmarks/reload.py in its short form: it runs, and wsgate loses nothing through a
     reload and an upgrade (nginx's row is whatever nginx does)."""
-    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (.ci/run installs nginx-light)")
-        pytest.skip("nginx is not installed")
+    require_nginx()
     output = tmp_path / "reload.md"
     result = subprocess.run([sys.executable, str(SUITE.parent / "reload.py"), "--quick",
                              "--output", str(output)],

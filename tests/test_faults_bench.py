@@ -4,13 +4,13 @@ does is the report's job (docs/faults.md), and wsgate's answers change as it is 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import require_nginx
 
 FAULTS = Path(__file__).parent.parent / "benchmarks" / "faults.py"
 TITLES = ("Upstream killed mid-tunnel", "Slow consumer", "File-descriptor exhaustion",
@@ -22,10 +22,7 @@ TITLES = ("Upstream killed mid-tunnel", "Slow consumer", "File-descriptor exhaus
 
 @pytest.mark.timeout(240)
 def test_faults_smoke_run_writes_the_table(tmp_path: Path) -> None:
-    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required in CI (.ci/run installs nginx-light)")
-        pytest.skip("nginx is not installed")
+    require_nginx()
     output = tmp_path / "faults.md"
     result = subprocess.run([sys.executable, str(FAULTS), "--smoke", "--output", str(output)],
                             capture_output=True, text=True, timeout=220)

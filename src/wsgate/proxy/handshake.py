@@ -11,15 +11,12 @@ import binascii
 from websockets.utils import accept_key
 
 from wsgate.proxy.headers import connection_tokens
-from wsgate.proxy.http1 import HeadError, Headers, RequestHead, comma_list
+from wsgate.proxy.http1 import OWS, HeadError, Headers, RequestHead, comma_list
 
 
 def wants_upgrade(head: RequestHead) -> bool:
     """The client asks to switch protocols: ``Connection: upgrade`` with an ``Upgrade``."""
     return head.get(b"upgrade") is not None and b"upgrade" in connection_tokens(head)
-
-
-_OWS = b" \t"
 
 
 def check_request(head: RequestHead) -> bytes:
@@ -33,15 +30,15 @@ def check_request(head: RequestHead) -> bytes:
     # llhttp leaves the whitespace after a value in it; the value never includes it
     # (RFC 9110 5.5), and the upstream answers for the key without it.
     length = head.get(b"content-length")
-    if (length is not None and length.strip(_OWS) != b"0") or head.get(b"transfer-encoding"):
+    if (length is not None and length.strip(OWS) != b"0") or head.get(b"transfer-encoding"):
         raise HeadError(400, "WebSocket handshake with a body")
-    versions = [version.strip(_OWS) for version in head.get_all(b"sec-websocket-version")]
+    versions = [version.strip(OWS) for version in head.get_all(b"sec-websocket-version")]
     if versions != [b"13"]:
         raise HeadError(426 if versions else 400, "Sec-WebSocket-Version must be 13")
     keys = head.get_all(b"sec-websocket-key")
     if len(keys) != 1:
         raise HeadError(400, "one Sec-WebSocket-Key is required")
-    key = keys[0].strip(_OWS)
+    key = keys[0].strip(OWS)
     try:
         decoded = binascii.a2b_base64(key, strict_mode=True)
     except (binascii.Error, ValueError):

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wsgate.proxy.http1 import BodyFraming, Headers, RequestHead, comma_list
+from wsgate.proxy.http1 import OWS, BodyFraming, Headers, RequestHead, comma_list
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -61,7 +61,7 @@ class Variables:
     def variable(self, name: str) -> bytes:
         head = self.head
         if name == "host":
-            host = (head.get(b"host") or b"").strip(b" \t")  # llhttp leaves the OWS after it
+            host = (head.get(b"host") or b"").strip(OWS)  # llhttp leaves the OWS after it
             if not host:
                 return self.server_host.encode()
             return _strip_port(host).lower()
@@ -135,7 +135,7 @@ def upstream_request_headers(
         if low in FORWARDED and not variables.trusted:
             continue
         if low == b"content-length":  # checked to be digits once its OWS is off
-            value = value.strip(b" \t")
+            value = value.strip(OWS)
         out.append((name, value))
     has_host = any(name.lower() == b"host" for name, _ in out)
     for name, template in set_headers:

@@ -21,7 +21,9 @@ or a name (or IPv4 address) of unreserved characters, sub-delims and %-escapes. 
 path, not userinfo, not a space."""
 _ABSOLUTE = re.compile(rb"^([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)\Z", re.DOTALL)
 """RFC 9112 3.2.2: absolute-form, ``scheme://authority[path][?query]``."""
-_OWS = b" \t"
+OWS = b" \t"
+"""Optional whitespace (RFC 9110 5.6.3): never part of a field value, though llhttp
+leaves what follows a value in it."""
 _NONE: list[bytes] = []
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -124,7 +126,7 @@ def _to_origin_form(head: RequestHead) -> None:
     default = b":443" if scheme == b"https" else b":80"
     hosts = head.get_all(b"host")
     if hosts:
-        if len(hosts) == 1 and (_authority_key(hosts[0].strip(_OWS), default)
+        if len(hosts) == 1 and (_authority_key(hosts[0].strip(OWS), default)
                                 != _authority_key(authority, default)):
             raise HeadError(400, "Host header disagrees with the absolute-form target")
     elif head.version == "1.1":  # RFC 9112 3.2: whatever the form of the target
@@ -167,7 +169,7 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
         raise HeadError(400, "more than one Host header")
     if head.version == "1.1" and not hosts:
         raise HeadError(400, "HTTP/1.1 request without a Host header")
-    if hosts and not _HOST.match(hosts[0].strip(_OWS)):
+    if hosts and not _HOST.match(hosts[0].strip(OWS)):
         raise HeadError(400, "invalid Host header (not host[:port])")
     lengths = head.get_all(b"content-length")
     encodings = head.get_all(b"transfer-encoding")
@@ -181,7 +183,7 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
             raise HeadError(400, "Transfer-Encoding other than a final chunked")
         return BodyFraming(chunked=True, length=None)
     if lengths:
-        value = lengths[0].strip(_OWS)  # a field value never includes the OWS around it
+        value = lengths[0].strip(OWS)  # a field value never includes the OWS around it
         if len(lengths) > 1 or not _DIGITS.match(value):
             raise HeadError(400, "several or invalid Content-Length values")
         length = int(value)

@@ -217,7 +217,7 @@ class Serving:
                 self.accepting.check()
                 self.push()
             except Exception:  # a bug here must not stop the counts for good, nor serving
-                log.exception("worker %d: sending the counts failed", os.getpid())
+                log.exception("worker %d: the once-a-second work failed", os.getpid())
 
     def _tell_master(self, kind: str) -> None:
         if self.control is not None:
