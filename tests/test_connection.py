@@ -17,7 +17,7 @@ from websockets.utils import accept_key
 from fakes import FakeTransport
 from wsgate.proxy import flags
 from wsgate.proxy.accesslog import AccessLog, Entry
-from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.config import Location, ProxyConfig, VirtualServer
 from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.exchange import Exchange, Phase
 from wsgate.proxy.flow import WRITE_HIGH_WATER
@@ -56,15 +56,19 @@ class CapturingLog(AccessLog):
 
 
 def make_config(read_timeout: str = "60s", **changes: Any) -> ProxyConfig:
-    """One upstream group with one server; ``changes`` replace ProxyConfig fields, and
-    ``send_timeout`` the location's."""
+    """One upstream group with one server; ``changes`` replace the fields of the
+    configuration, its one server or its one location, whichever has them."""
     config = flags.from_flags({"--listen": ["127.0.0.1:8080"], "--upstream": [SERVER],
                                "--read-timeout": read_timeout})
-    send_timeout = changes.pop("send_timeout", None)
-    if send_timeout is not None:
-        location = dataclasses.replace(config.locations[0], send_timeout=send_timeout)
-        changes["locations"] = (location,)
-    return dataclasses.replace(config, **changes)
+    server = config.servers[0]
+    server_fields = {field.name for field in dataclasses.fields(VirtualServer)}
+    location_fields = {field.name for field in dataclasses.fields(Location)}
+    on_server = {name: changes.pop(name) for name in list(changes) if name in server_fields}
+    on_location = {name: changes.pop(name) for name in list(changes) if name in location_fields}
+    location = dataclasses.replace(server.locations[0], **on_location)
+    server = dataclasses.replace(server, **on_server, locations=(location,),
+                                 defaults=dataclasses.replace(server.defaults, **on_location))
+    return dataclasses.replace(config, **changes, servers=(server,))
 
 
 @dataclass

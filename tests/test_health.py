@@ -350,7 +350,7 @@ def upstream(name: str, ports: tuple[int, ...], check: HealthCheck | None) -> Up
 
 
 def proxy(*groups: UpstreamConfig) -> ProxyConfig:
-    return ProxyConfig(listeners=(), upstreams={group.name: group for group in groups})
+    return ProxyConfig(upstreams={group.name: group for group in groups})
 
 
 Change = tuple[str, str, bool, int, str, float]

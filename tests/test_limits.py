@@ -197,8 +197,10 @@ def test_a_connect_with_no_route_from_here_tries_the_next_server_blaming_none() 
     async def main() -> None:
         config = flags.from_flags({"--listen": ["127.0.0.1:8080"],
                                    "--upstream": ["[::1]:9", "127.0.0.1:9"]})
-        route = Routes(config).match(b"/")
-        assert route is not None
+        routes = Routes(config)
+        match = routes.site("127.0.0.1:8080").default.match(b"/")
+        assert match is not None
+        route = match.value
         dialled: list[str] = []
 
         async def dial(factory: object, host: str, port: int) -> object:

@@ -263,11 +263,11 @@ def test_send_reports_a_process_it_may_not_signal(tmp_path: Path,
 
     monkeypatch.setattr(os, "kill", refuse)
     with pytest.raises(Failure) as error:
-        command.send(ProxyConfig(listeners=(), pid=path), "quit")
+        command.send(ProxyConfig(pid=path), "quit")
     assert str(error.value) == (f"cannot send SIGQUIT to process 4242 (from {path}): "
                                 "Operation not permitted")
     with pytest.raises(UsageError):
-        command.send(ProxyConfig(listeners=()), "quit")
+        command.send(ProxyConfig(), "quit")
 
 
 def test_signal_names_are_nginx_s() -> None:

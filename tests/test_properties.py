@@ -34,22 +34,20 @@ from hypothesis import strategies as st
 
 from wsgate.proxy import handshake, http1
 from wsgate.proxy.balancer import ip_hash_key
-from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.config import VirtualServer
 from wsgate.proxy.directives import DEFAULT_SET_HEADERS, Balance, Listener, ServerConfig
 from wsgate.proxy.exchange import Exchange
 from wsgate.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
-    Template,
-    Variables,
     client_response_headers,
-    compile_template,
     upstream_request_headers,
 )
 from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead
 from wsgate.proxy.reader import BODY, END, ERROR, HEAD, RequestReader
 from wsgate.proxy.servers import ServerState
 from wsgate.proxy.upstreams import UpstreamGroup
+from wsgate.proxy.variables import Template, Variables, compile_template
 
 T = TypeVar("T")
 TIMEOUT = pytest.mark.timeout(120)
@@ -59,7 +57,7 @@ FEW = settings(PARSE, max_examples=100)
 RULES = settings(PARSE, max_examples=120)
 BALANCE = settings(PARSE, max_examples=80)
 
-BASE = ProxyConfig(listeners=(Listener("127.0.0.1", 8080),))
+BASE = VirtualServer(listeners=(Listener("127.0.0.1", 8080),))
 SMALL = replace(BASE, header_buffers=(4, 128))
 """Small head limits, so that generated heads reach them: a request line (its target) over
 128 bytes is 414, a header line over 128 or headers over 512 in all are 431."""
@@ -84,7 +82,7 @@ FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # --- the pipeline, as the client connection runs it ------------------------------------------
 
 
-def read(chunks: Sequence[bytes], config: ProxyConfig = SMALL) -> RequestReader:
+def read(chunks: Sequence[bytes], config: VirtualServer = SMALL) -> RequestReader:
     """A reader fed ``chunks`` one read at a time (empty reads do not happen on a socket)."""
     reader = RequestReader(config)
     reader.start_head()

@@ -10,13 +10,9 @@ from hypothesis import strategies as st
 from websockets.utils import accept_key
 
 from wsgate.proxy import handshake, http1
-from wsgate.proxy.headers import (
-    Variables,
-    client_response_headers,
-    compile_template,
-    upstream_request_headers,
-)
+from wsgate.proxy.headers import client_response_headers, upstream_request_headers
 from wsgate.proxy.http1 import BodyFraming, HeadError, RequestHead
+from wsgate.proxy.variables import Variables, compile_template
 
 KEY = base64.b64encode(b"0123456789abcdef")
 

@@ -156,7 +156,7 @@ def test_totals_add_workers_and_keep_what_an_exited_one_counted() -> None:
 # -- marks and the exposition ----------------------------------------------------------------
 
 
-CONFIG = ProxyConfig(listeners=(), upstreams={
+CONFIG = ProxyConfig(upstreams={
     "a": UpstreamConfig("a", (ServerConfig("h", 1), ServerConfig("h", 2, down=True))),
     "b": UpstreamConfig("b", (ServerConfig("h", 1),)),
 })

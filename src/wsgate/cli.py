@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "accept WebSocket clients, one at a time, and talk to each (like wscat -l)"),
     "proxy": ("wsgate.proxy.command",
               "reverse proxy and load balancer for WebSocket and HTTP (like nginx)"),
+    "convert": ("wsgate.convert", "print an nginx configuration as wsgate's TOML"),
     "bench": ("wsgate.bench.command",
               "load a WebSocket echo service and measure it (like thor or tcpkali)"),
 }

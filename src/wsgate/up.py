@@ -71,7 +71,7 @@ async def _up(args: argparse.Namespace, signals: Signals) -> None:
         print(f"Connect with: wsgate connect {proxy_url}")
         sys.stdout.flush()
 
-    serving = Serving(config, sockets, None, resources.access_log, resources.error_log)
+    serving = Serving(config, sockets, {}, resources.access_log, resources.error_log)
     await serving.run(signals, ready=announce, on_stop=upstream.shutdown)
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from pathlib import Path
 
 from wsgate.errors import Failure, UsageError
-from wsgate.proxy import configfile, flags, pidfile
+from wsgate.proxy import configload, flags, pidfile
 from wsgate.proxy.config import ProxyConfig, describe, resolve_paths
 from wsgate.proxy.directives import file_path
 from wsgate.values import Invalid
@@ -34,8 +35,12 @@ SIGNALS: dict[str, signal.Signals] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--check", action="store_true",
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="configuration file: TOML (.toml) or nginx's syntax (any other "
+                             "name, e.g. nginx.conf)")
+    parser.add_argument("--format", choices=("toml", "nginx"),
+                        help="the file's syntax, whatever its name")
+    parser.add_argument("-t", "--check", action="store_true",
                         help="check the configuration and the files it names, and exit "
                              "(like nginx -t)")
     parser.add_argument("-s", "--signal", choices=tuple(SIGNALS), metavar="SIGNAL",
@@ -50,7 +55,7 @@ def load(args: argparse.Namespace) -> ProxyConfig:
         if given:
             raise UsageError(f"{next(iter(given))} cannot be combined with -c; "
                              "put it in the configuration file")
-        return configfile.load(args.config)
+        return configload.read(args.config, args.format)
     if not args.upstream:
         raise UsageError("give -c FILE, or at least one --upstream HOST:PORT")
     return flags.from_flags({"--listen": [":8080"], **given})
@@ -63,12 +68,12 @@ def load_for_signal(args: argparse.Namespace) -> ProxyConfig:
     if args.config is not None or set(flags.given(args)) - {"--pid"}:
         return load(args)
     if args.pid is None:
-        return ProxyConfig(listeners=())
+        return ProxyConfig()
     try:
         pid = file_path(args.pid)
     except Invalid as error:
         raise UsageError(f"--pid: {error}") from None
-    return resolve_paths(ProxyConfig(listeners=(), pid=pid), Path.cwd())
+    return resolve_paths(ProxyConfig(pid=pid), Path.cwd())
 
 
 def send(config: ProxyConfig, name: str) -> None:
@@ -99,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         send(load_for_signal(args), args.signal)
         return 0
     config = load(args)
+    if config.ignored:
+        sys.stderr.write(f"notice: {config.source}: without effect in wsgate, accepted and "
+                         f"ignored: {', '.join(config.ignored)}\n")
     if args.check:
         from wsgate.proxy import preflight
 

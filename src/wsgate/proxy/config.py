@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from wsgate.proxy import directives as d
+from wsgate.proxy import location_values as lv
 from wsgate.proxy.directives import (
     DEFAULT_SET_HEADERS,
     AccessLogConfig,
@@ -28,6 +29,13 @@ from wsgate.proxy.directives import (
     Listener,
     Network,
     ServerConfig,
+)
+from wsgate.proxy.location_values import (
+    ErrorPage,
+    LogFormatConfig,
+    MapConfig,
+    ProxyPass,
+    Return,
 )
 from wsgate.values import Invalid, blame, show
 
@@ -43,6 +51,7 @@ __all__ = [
     "ServerConfig",
     "TLSFiles",
     "UpstreamConfig",
+    "VirtualServer",
     "check_tls",
     "describe",
     "directives",
@@ -151,60 +160,135 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """An nginx prefix ``location``: requests whose path starts with ``prefix`` go upstream.
+    """An nginx ``location``: how requests it matches are handled.
 
-    ``None`` for ``next_upstream_tries`` and ``next_upstream_timeout`` means unlimited (nginx's
-    0). ``set_headers`` are the headers sent upstream, defaults merged with the config's
+    ``key`` is the location line's arguments (``"/"``, ``"= /x"``, ``"~* \\.png$"``,
+    ``"@name"``). Its handler is ``return_`` if set, else ``proxy_pass`` if set, else the
+    files under ``root``. Values not set here come from the enclosing location, server
+    and top level, as in nginx (the readers merge them). ``None`` for
+    ``next_upstream_tries`` and ``next_upstream_timeout`` means unlimited (nginx's 0).
+    ``set_headers`` are the headers sent upstream: defaults merged with
     ``proxy_set_header``; values are templates with ``$variables``.
     """
 
-    prefix: str
-    upstream: str = directive("proxy_pass", d.proxy_pass)
+    key: str = "/"
+    proxy_pass: ProxyPass | None = directive("proxy_pass", lv.proxy_pass, None)
+    http_version: str = directive("proxy_http_version", lv.proxy_http_version, "1.1")
     read_timeout: float = directive(
         "proxy_read_timeout", d.positive_duration, 60.0, flag="--read-timeout", metavar="TIME",
         help="close a connection that is idle this long (default: 60s)")
     send_timeout: float = directive("proxy_send_timeout", d.positive_duration, 60.0)
     connect_timeout: float = directive("proxy_connect_timeout", d.positive_duration, 60.0)
+    next_upstream: tuple[str, ...] = directive(
+        "proxy_next_upstream", lv.next_upstream, ("error", "timeout"), many=True)
     next_upstream_tries: int | None = directive(
         "proxy_next_upstream_tries", d.optional_count, None)
     next_upstream_timeout: float | None = directive(
         "proxy_next_upstream_timeout", d.optional_limit, None)
     set_headers: tuple[tuple[str, str], ...] = directive(
         "proxy_set_header", d.set_headers, DEFAULT_SET_HEADERS)
+    redirect: str = directive("proxy_redirect", lv.proxy_redirect, "default")
+    return_: Return | None = directive("return", lv.return_, None)
+    root: Path | None = directive("root", d.file_path, None)
+    index: tuple[str, ...] = directive("index", lv.index_file, ("index.html",), many=True)
+    try_files: tuple[str, ...] = directive("try_files", lv.try_files, (), many=True)
+    error_pages: tuple[ErrorPage, ...] = directive("error_page", lv.error_page, (), many=True)
+    client_max_body_size: int | None = directive("client_max_body_size", d.body_size, 1 << 20)
+    default_type: str = directive("default_type", lv.mime_type, "text/plain")
+    locations: tuple[Location, ...] = ()
+    label: str = ""
+    """Where it was written (a key path), for messages."""
+
+    @property
+    def upstream(self) -> str | None:
+        """The upstream group its proxy_pass names, when no variable picks it."""
+        return None if self.proxy_pass is None else self.proxy_pass.upstream
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProxyConfig:
-    """Everything ``wsgate proxy`` needs to run, already checked.
+NOT_INHERITED = frozenset({"proxy_pass", "return", "try_files"})
+"""Location directives that apply only where they are written (nginx's content handlers and
+rewrite-phase ``return``); every other one is the default of the levels inside."""
 
-    ``locations`` are sorted longest prefix first, so the first that matches is nginx's
-    choice. Paths are absolute. ``source`` is the config file as the user named it, or
-    "command line".
-    """
+
+@dataclass(frozen=True, slots=True)
+class VirtualServer:
+    """An nginx ``server``: the addresses it listens on, the names it answers to, its TLS
+    files, and its locations. ``defaults`` holds the server-level location directives: they
+    answer a request no location matches (with 404) and a server-level ``return``."""
 
     listeners: tuple[Listener, ...] = directive(
         "listen", d.listener, many=True, flag="--listen", metavar="[HOST]:PORT",
         help='address to listen on, with "ssl" for TLS ("443 ssl"); repeat for several '
              "(default :8080)")
-    workers: int = directive(
-        "worker_processes", d.workers, 1, flag="--workers", metavar="N|auto",
-        help="worker processes (default: 1)")
+    names: tuple[str, ...] = directive("server_name", lv.server_name, ("",), many=True)
     ssl_certificate: Path | None = directive(
         "ssl_certificate", d.file_path, None, flag="--ssl-certificate", metavar="FILE",
         help="certificate chain (PEM) for the ssl listeners")
     ssl_certificate_key: Path | None = directive(
         "ssl_certificate_key", d.file_path, None, flag="--ssl-certificate-key", metavar="FILE",
         help="its private key (PEM)")
-    trusted_proxies: tuple[Network, ...] = directive(
-        "trusted_proxies", d.network, (), many=True, nginx="set_real_ip_from")
+    ssl_protocols: tuple[str, ...] = directive(
+        "ssl_protocols", lv.ssl_protocol, ("TLSv1.2", "TLSv1.3"), many=True)
+    ssl_ciphers: str | None = directive("ssl_ciphers", d.text, None)
+    return_: Return | None = directive("return", lv.return_, None)
     client_header_timeout: float = directive(
         "client_header_timeout", d.positive_duration, 10.0)
-    client_body_timeout: float = directive("client_body_timeout", d.positive_duration, 60.0)
-    """nginx's: between two reads of a request body, not for the whole body; then 408."""
-    client_max_body_size: int | None = directive("client_max_body_size", d.body_size, 1 << 20)
     header_buffers: tuple[int, int] = directive(
         "large_client_header_buffers", d.header_buffers, (4, 8 << 10))
     keepalive_timeout: float = directive("keepalive_timeout", d.optional_duration, 75.0)
+    server_tokens: bool = directive("server_tokens", d.boolean, True)
+    locations: tuple[Location, ...] = ()
+    defaults: Location = Location("")
+    label: str = ""
+    tls_label: str = ""
+    """The key path of the table the TLS files were written in ("": the top level)."""
+
+    @property
+    def tls(self) -> TLSFiles | None:
+        """The TLS files, set together (the readers make sure of it)."""
+        if self.ssl_certificate is None or self.ssl_certificate_key is None:
+            return None
+        return TLSFiles(self.ssl_certificate, self.ssl_certificate_key)
+
+    @property
+    def name(self) -> str:
+        """nginx's ``$server_name``: the first name."""
+        return self.names[0] if self.names else ""
+
+    @property
+    def max_request_line(self) -> int:
+        """A request line over this gets 414 (one of ``large_client_header_buffers``)."""
+        return self.header_buffers[1]
+
+    @property
+    def max_header_line(self) -> int:
+        """A header line over this gets 431."""
+        return self.header_buffers[1]
+
+    @property
+    def max_header_total(self) -> int:
+        """A head over this (all the buffers) gets 431."""
+        return self.header_buffers[0] * self.header_buffers[1]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """Everything ``wsgate proxy`` needs to run, already checked.
+
+    ``servers`` in the order written (the first on an address is its default unless one
+    says ``default_server``). Paths are absolute. ``source`` is the config file as the user
+    named it, or "command line"; ``origins`` says where each key path came from when the
+    file was in nginx's syntax ("nginx.conf:12"), for messages about it.
+    """
+
+    workers: int = directive(
+        "worker_processes", d.workers, 1, flag="--workers", metavar="N|auto",
+        help="worker processes (default: 1)")
+    user: tuple[str, str | None] | None = directive("user", lv.user, None)
+    trusted_proxies: tuple[Network, ...] = directive(
+        "trusted_proxies", d.network, (), many=True, nginx="set_real_ip_from")
+    client_body_timeout: float = directive("client_body_timeout", d.positive_duration, 60.0)
+    """nginx's: between two reads of a request body, not for the whole body; then 408."""
     shutdown_timeout: float = directive("worker_shutdown_timeout", d.optional_duration, 10.0)
     status_listen: Listener | None = directive(
         "status_listen", d.status_listen, None, nginx="stub_status", flag="--status",
@@ -222,32 +306,50 @@ class ProxyConfig:
         metavar="FILE [LEVEL]",
         help='stderr (default) or a file, and the least severe level written: debug, info, '
              'notice, warn, error (default), crit, alert, emerg; e.g. "stderr info"')
+    types: Mapping[str, tuple[str, ...]] | None = directive("types", lv.types, None)
+    """MIME type -> file extensions; None: nginx's stock mime.types."""
     upstreams: Mapping[str, UpstreamConfig] = dataclasses.field(
         default_factory=lambda: MappingProxyType({}))
-    locations: tuple[Location, ...] = ()
+    maps: Mapping[str, MapConfig] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    log_formats: Mapping[str, LogFormatConfig] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    servers: tuple[VirtualServer, ...] = ()
     source: str = "command line"
+    origins: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    ignored: tuple[str, ...] = ()
+    """Directives of an nginx file accepted but without effect here (one notice lists them)."""
+    syntax: str = "toml"
+    """The file's: "toml" or "nginx" (a reload reads it the same way)."""
 
     @property
-    def tls(self) -> TLSFiles | None:
-        """The TLS files, set together (the readers make sure of it)."""
-        if self.ssl_certificate is None or self.ssl_certificate_key is None:
-            return None
-        return TLSFiles(self.ssl_certificate, self.ssl_certificate_key)
+    def listeners(self) -> tuple[Listener, ...]:
+        """Every address any server listens on, once (TLS if any server's listen says so)."""
+        found: dict[str, Listener] = {}
+        for server in self.servers:
+            for item in server.listeners:
+                key = item.address if item.port else f"{item.address}#{id(item)}"
+                before = found.get(key)
+                if before is None:
+                    found[key] = item
+                elif item.ssl and not before.ssl:
+                    found[key] = dataclasses.replace(before, ssl=True)
+        return tuple(found.values())
 
     @property
-    def max_request_line(self) -> int:
-        """A request line over this gets 414 (one of ``large_client_header_buffers``)."""
-        return self.header_buffers[1]
+    def locations(self) -> tuple[Location, ...]:
+        """The first server's locations (the one server of a simple configuration)."""
+        return self.servers[0].locations if self.servers else ()
 
-    @property
-    def max_header_line(self) -> int:
-        """A header line over this gets 431."""
-        return self.header_buffers[1]
-
-    @property
-    def max_header_total(self) -> int:
-        """A head over this (all the buffers) gets 431."""
-        return self.header_buffers[0] * self.header_buffers[1]
+    def origin(self, label: str) -> str | None:
+        """``file:line`` of ``label`` (or of the nearest enclosing key that has one)."""
+        while label:
+            if label in self.origins:
+                return self.origins[label]
+            cut = max(label.rfind("."), label.rfind("["))
+            label = label[:cut] if cut > 0 else ""
+        return None
 
     def trusts(self, address: str) -> bool:
         """Whether X-Forwarded-* headers from a client at ``address`` may be believed."""
@@ -262,8 +364,8 @@ class ProxyConfig:
         return any(ip in network for network in self.trusted_proxies)
 
 
-BLOCKS = {"upstream": UpstreamConfig, "location": Location}
-"""The tables of tables: ``[upstream.NAME]`` and ``[location."/PREFIX"]``."""
+BLOCKS = ("upstream", "map", "log_format", "server", "location")
+"""The tables of tables: ``[upstream.NAME]``, ``[map.NAME]``, ``[[server]]`` and the like."""
 
 
 def check_tls(listeners: Sequence[Listener], shown: Sequence[str], certificate: Path | None,
@@ -285,15 +387,39 @@ def resolve_paths(config: ProxyConfig, base: Path) -> ProxyConfig:
     """``config`` with its relative paths made absolute against ``base`` (the config file's
     folder, or the current one for flags)."""
     changes: dict[str, Any] = {}
-    for name in ("ssl_certificate", "ssl_certificate_key", "pid"):
-        path = getattr(config, name)
-        if path is not None:
-            changes[name] = base / path
+    if config.pid is not None:
+        changes["pid"] = base / config.pid
     for name in ("access_log", "error_log"):
         log = getattr(config, name)
         if log.path is not None:
             changes[name] = dataclasses.replace(log, path=base / log.path)
+    changes["servers"] = tuple(_server_paths(server, base) for server in config.servers)
     return dataclasses.replace(config, **changes)
+
+
+def _server_paths(server: VirtualServer, base: Path) -> VirtualServer:
+    changes: dict[str, Any] = {}
+    for name in ("ssl_certificate", "ssl_certificate_key"):
+        path = getattr(server, name)
+        if path is not None:
+            changes[name] = base / path
+    return dataclasses.replace(
+        server, **changes, defaults=_location_paths(server.defaults, base),
+        locations=tuple(_location_paths(location, base) for location in server.locations))
+
+
+def _location_paths(location: Location, base: Path) -> Location:
+    root = None if location.root is None or "$" in str(location.root) else base / location.root
+    return dataclasses.replace(
+        location, root=root or location.root,
+        locations=tuple(_location_paths(inner, base) for inner in location.locations))
+
+
+def walk(locations: Sequence[Location]) -> Iterator[Location]:
+    """Every location, nested ones after their parent."""
+    for location in locations:
+        yield location
+        yield from walk(location.locations)
 
 
 def _count(number: int, noun: str) -> str:
@@ -303,6 +429,10 @@ def _count(number: int, noun: str) -> str:
 def describe(config: ProxyConfig) -> str:
     """One line for ``--check``: the config is fine, and what it amounts to."""
     servers = sum(len(group.servers) for group in config.upstreams.values())
-    return (f"{config.source}: ok: {_count(len(config.listeners), 'listener')}, "
+    locations = sum(1 for server in config.servers for _ in walk(server.locations))
+    text = (f"{config.source}: ok: {_count(len(config.listeners), 'listener')}, "
             f"{_count(len(config.upstreams), 'upstream')} ({_count(servers, 'server')}), "
-            f"{_count(len(config.locations), 'location')}")
+            f"{_count(locations, 'location')}")
+    if len(config.servers) > 1:
+        text += f", {_count(len(config.servers), 'virtual server')}"
+    return text

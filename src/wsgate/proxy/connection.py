@@ -17,27 +17,30 @@ import logging
 import time
 from typing import cast
 
-from wsgate.proxy import connector, http1
+from wsgate.proxy import connector, http1, local
 from wsgate.proxy.balancer import ip_hash_key
+from wsgate.proxy.config import VirtualServer
+from wsgate.proxy.deadlines import Deadlines
+from wsgate.proxy.dispatch import rewrite_location
 from wsgate.proxy.exchange import (
-    TIMER,
     Event,
     Exchange,
     Phase,
     Reply,
     Request,
     Response,
-    Timer,
     advance,
 )
+from wsgate.proxy.filesend import FileSender
 from wsgate.proxy.flow import WRITE_HIGH_WATER, ReadGate, Stall
-from wsgate.proxy.headers import Variables, client_response_headers, upstream_request_headers
+from wsgate.proxy.headers import client_response_headers, upstream_request_headers
 from wsgate.proxy.http1 import HeadError, Headers, RequestHead
 from wsgate.proxy.reader import BODY, END, ERROR, HEAD, RequestReader
 from wsgate.proxy.routes import Route
 from wsgate.proxy.servers import ServerState
 from wsgate.proxy.tunnel import Tunnel
 from wsgate.proxy.upstream_connection import UpstreamConnection
+from wsgate.proxy.variables import Variables
 from wsgate.proxy.worker import TunnelRecord, Worker
 
 log = logging.getLogger(__name__)
@@ -50,19 +53,24 @@ _NO_HEAD = RequestHead(b"-", b"", "1.1", [])
 """What an exchange refused before its head was complete is logged as: nginx's "-"."""
 
 
-class ClientConnection(asyncio.Protocol):
-    __slots__ = ("client_full", "connect_task", "exchange", "fresh", "gate", "head_started",
-                 "head_wall", "loop", "phase", "reader", "remote_addr", "remote_port", "scheme",
-                 "seen_body_bytes", "seen_upstream_bytes", "server", "server_host",
-                 "server_port", "stall", "timer", "transport", "trusted", "upstream", "worker")
+class ClientConnection(Deadlines, asyncio.Protocol):
+    __slots__ = ("answer", "client_full", "connect_task", "exchange", "fresh", "gate",
+                 "head_started", "head_wall", "loop", "phase", "reader", "remote_addr",
+                 "remote_port", "scheme", "sender", "server", "server_host", "server_port",
+                 "site", "stall", "transport", "trusted", "upstream", "worker")
 
-    def __init__(self, worker: Worker, scheme: str) -> None:
+    def __init__(self, worker: Worker, scheme: str, site: str = "") -> None:
         self.worker = worker
         self.scheme = scheme
+        self.site = site
+        """The listening address this connection came in on: its servers answer it."""
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport
         self.gate: ReadGate
-        self.reader = RequestReader(worker.config)
+        self.reader = RequestReader(self._first())
+        self.answer: local.Answer | None = None
+        """What the proxy answers itself, once the request is read."""
+        self.sender: FileSender | None = None
         self.phase = Phase.WAITING
         self.exchange: Exchange | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -100,7 +108,11 @@ class ClientConnection(asyncio.Protocol):
         self.worker.open.add(self)
         # nginx: a new connection gets client_header_timeout to start its first request, so
         # one that never sends a byte is not held for keepalive_timeout.
-        self._arm(self.worker.config.client_header_timeout)
+        self._arm(self._first().client_header_timeout)
+
+    def _first(self) -> VirtualServer:
+        """nginx: until the Host is known, the address's default server's rules apply."""
+        return self.worker.site(self.site).default.config
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.phase is Phase.EXCHANGE and self.exchange is not None:
@@ -110,6 +122,8 @@ class ClientConnection(asyncio.Protocol):
         self.phase = Phase.CLOSED
         self._disarm()
         self.stall.cancel()
+        if self.sender is not None:
+            self.sender.cancel()
         self.worker.open.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -120,10 +134,10 @@ class ClientConnection(asyncio.Protocol):
             # A head refused before it is complete is logged from its first byte, as nginx.
             self.head_started = time.monotonic()
             self.head_wall = time.time()
-            self._arm(self.worker.config.client_header_timeout)
+            self._arm(self._first().client_header_timeout)
         # Bytes after an upgrade request wait for the tunnel. Until some come, reading goes
         # on: that is how a client that leaves before the answer is noticed.
-        if reader.feed(data, self.worker.config):
+        if reader.feed(data, self._first()):
             self.gate.hold(_UPGRADE)
         self._pump()
 
@@ -131,29 +145,17 @@ class ClientConnection(asyncio.Protocol):
         self.client_full = True
         if self.upstream is not None:
             self.upstream.transport.pause_reading()
+        elif self.sender is not None:
+            self.sender.pause()
         self.stall.begin(self._stall_timeout)
 
     def resume_writing(self) -> None:
         self.client_full = False
         if self.upstream is not None and not self.upstream.transport.is_closing():
             self.upstream.transport.resume_reading()
+        elif self.sender is not None:
+            self.sender.resume()
         self.stall.end()
-
-    def _stall_timeout(self) -> None:
-        """nginx's send_timeout and proxy_send_timeout in one: a side that takes no byte for
-        that long loses the connection. Before any response it is the upstream, and the
-        client gets 504; after, abort, not close: a close would wait for the stuck side."""
-        exchange = self.exchange
-        if (self.phase is Phase.EXCHANGE and exchange is not None and not self.client_full
-                and exchange.response is Response.WAITING):
-            log.error("upstream %s took nothing for %gs (proxy_send_timeout)%s",
-                      exchange.upstream_addr, self.stall.timeout, self._context())
-            self._reject(HeadError(504, "upstream took nothing in time"), logged=True)
-            return
-        if log.isEnabledFor(logging.INFO):
-            log.info("nothing could be written for %gs (send_timeout), closing%s",
-                     self.stall.timeout, self._context())
-        self._cut(abort=True)
 
     # -- applying events in order ------------------------------------------------------------
 
@@ -195,12 +197,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _send_body(self, exchange: Exchange, body: bytes) -> None:
         upstream = self.upstream
-        assert upstream is not None
+        assert exchange.route is not None
         try:
-            exchange.body(len(body), self.worker.config.client_max_body_size)
+            exchange.body(len(body), exchange.route.location.client_max_body_size)
         except HeadError as error:
             self._reject(error)
             return
+        if upstream is None:
+            return  # the proxy answers itself: the body is read and dropped, as in nginx
         if exchange.framing.chunked:
             upstream.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
         else:
@@ -208,7 +212,11 @@ class ClientConnection(asyncio.Protocol):
 
     def _send_end(self, exchange: Exchange) -> None:
         upstream = self.upstream
-        assert upstream is not None and exchange.route is not None
+        assert exchange.route is not None
+        if upstream is None:
+            exchange.request_done()
+            self._respond(exchange)
+            return
         if exchange.framing.chunked:
             upstream.transport.write(b"0\r\n\r\n")
         exchange.request_done()
@@ -223,21 +231,24 @@ class ClientConnection(asyncio.Protocol):
         self.phase = advance(self.phase, Event.BEGIN)
         self.fresh = False
         self._disarm()
-        # nginx: keepalive_timeout 0 turns keep-alive off.
-        persistent = keep_alive and not worker.draining and worker.config.keepalive_timeout > 0
-        exchange = Exchange(head, persistent, time.monotonic(), time.time())
+        exchange = Exchange(head, keep_alive and not worker.draining, time.monotonic(),
+                            time.time())
         self.exchange = exchange
+        exchange.variables = Variables(head, self.remote_addr, self.remote_port, self.scheme,
+                                       self.server_port, self.server_host, self.trusted,
+                                       maps=worker.routes.maps)
         try:
-            exchange.check(worker.config.client_max_body_size)
-            route = worker.routes.match(head.uri)
-            if route is None:
-                raise HeadError(404, "no location matches")
+            outcome = local.prepare(worker.routes, worker.site(self.site), exchange)
+            route = outcome.route
         except HeadError as error:
             self._reject(error)
             return
-        exchange.route = route
-        self.stall.timeout = route.location.send_timeout
-        self.connect_task = self.loop.create_task(self._connect(exchange, route))
+        if isinstance(outcome, local.Answer):
+            self.answer = outcome  # written once the request is read (its body is dropped)
+        else:
+            exchange.target, exchange.override = outcome.target, outcome.status
+            self.stall.timeout = route.location.send_timeout
+            self.connect_task = self.loop.create_task(self._connect(exchange, route))
         if exchange.framing.chunked or exchange.framing.length:
             self.seen_body_bytes = -1
             self._arm(worker.config.client_body_timeout)
@@ -245,8 +256,8 @@ class ClientConnection(asyncio.Protocol):
     async def _connect(self, exchange: Exchange, route: Route) -> None:
         """Pick a server and connect (:mod:`~wsgate.proxy.connector`). Anything that ends
         the request meanwhile cancels this task (``_drop_upstream``)."""
-        variables = Variables(exchange.head, self.remote_addr, self.remote_port, self.scheme,
-                              self.server_port, self.server_host, self.trusted)
+        variables = exchange.variables
+        assert variables is not None
         try:
             key = (ip_hash_key(self.remote_addr) if route.group.balance == "ip_hash" else
                    None if route.hash_key is None else variables.expand(route.hash_key))
@@ -270,13 +281,39 @@ class ClientConnection(asyncio.Protocol):
         conn.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self.client_full:
             conn.transport.pause_reading()  # the client has not taken the last response yet
-        variables.proxy_host = server.address
+        variables.proxy_host = route.group.name  # nginx: proxy_pass's host, as written
         upgrade = head.get(b"upgrade") if exchange.upgrade_key is not None else None
         headers = upstream_request_headers(variables, route.set_headers, exchange.framing,
                                            upgrade)
-        conn.transport.write(http1.serialize_request(head.method, head.target, headers))
+        conn.transport.write(http1.serialize_request(head.method, exchange.target, headers))
         exchange.head_sent(server.address)
         self._pump()
+
+    # -- the proxy's own answer ----------------------------------------------------------------
+
+    def _respond(self, exchange: Exchange) -> None:
+        """The request is read: write what :func:`~wsgate.proxy.local.decide` chose."""
+        answer, self.answer = self.answer, None
+        assert answer is not None
+        if answer.close:  # nginx's 444
+            exchange.answered(444)
+            self._cut()
+            return
+        self.sender = local.write(answer, exchange, self.transport, self.client_full,
+                                  self._responded)
+
+    def _responded(self, error: BaseException | None) -> None:
+        sender, self.sender = self.sender, None
+        exchange = self.exchange
+        if exchange is None or self.phase is Phase.CLOSED:
+            return
+        exchange.sent(sender.sent if sender is not None else 0)
+        if error is not None:
+            self._cut()
+            return
+        exchange.response_done(upstream_idle=False)
+        self._log()
+        self._finish(exchange)
 
     # -- the upstream's answer: ResponseHandler -----------------------------------------------
 
@@ -284,7 +321,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.exchange
         assert exchange is not None
         try:
-            reply = exchange.response_head(status, headers, keep_alive,
+            reply = exchange.response_head(exchange.override or status, headers, keep_alive,
                                            time.monotonic() - exchange.started)
         except HeadError as error:
             log.error("%s (server %s)%s", error, exchange.upstream_addr, self._context())
@@ -293,8 +330,14 @@ class ClientConnection(asyncio.Protocol):
             self._reject(error, logged=True)
             return
         if reply is Reply.RELAY:
+            route = exchange.route
+            if route is not None and route.redirect is not None:
+                headers = [(name, rewrite_location(route, value))
+                           if name.lower() in (b"location", b"refresh") else (name, value)
+                           for name, value in headers]
             out = client_response_headers(headers, exchange.keep_alive, exchange.chunked,
                                           exchange.head.version == "1.0")
+            status = exchange.status
             self.transport.write(http1.serialize_response(status, http1.reason_phrase(status),
                                                           out))
         elif reply is Reply.SWITCH:
@@ -344,7 +387,8 @@ class ClientConnection(asyncio.Protocol):
         worker = self.worker
         location = exchange.route.location
         record = TunnelRecord(exchange.route.group, server,
-                              exchange.entry(self.remote_addr, time.monotonic()),
+                              exchange.entry(self.remote_addr, time.monotonic(),
+                                             worker.access_log.variables),
                               exchange.started, self.scheme == "https",
                               location.read_timeout, location.send_timeout)
         pending = b"".join([*self.reader.pending, *(cast(bytes, value) for kind, value
@@ -446,16 +490,15 @@ class ClientConnection(asyncio.Protocol):
         if not exchange.keep_alive or self.worker.draining:
             self._close()
             return
-        config = self.worker.config
         if self.reader.head_open:  # the next request's head is under way: its deadline runs now
             self.phase = advance(self.phase, Event.DONE_MID_HEAD)
             self.reader.start_head()
             self.head_started = time.monotonic()
             self.head_wall = time.time()
-            self._arm(config.client_header_timeout)
+            self._arm(self._first().client_header_timeout)
         else:
             self.phase = advance(self.phase, Event.DONE)
-            self._arm(config.keepalive_timeout)
+            self._arm(exchange.idle_timeout)
         self._pump()
 
     def _reject(self, error: HeadError, logged: bool = False,
@@ -513,78 +556,14 @@ class ClientConnection(asyncio.Protocol):
         self._drop_upstream()
         self.transport.abort()
 
-    # -- the timer: its meaning is the phase's ------------------------------------------------
-
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        if seconds > 0:
-            self.timer = self.loop.call_later(seconds, self._timer_expired)
-
-    def _disarm(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
-
-    def _timer_expired(self) -> None:
-        self.timer = None
-        meaning = TIMER[self.phase]
-        if meaning is Timer.IDLE:
-            self._close()
-        elif meaning is Timer.HEAD:
-            self._reject(HeadError(408, "request head not received in time"))
-        elif meaning is Timer.UPSTREAM:
-            exchange = self.exchange
-            if exchange is not None and exchange.request is not Request.SENT:
-                self._body_silent(exchange)
-            else:
-                self._upstream_silent()
-
-    def _body_silent(self, exchange: Exchange) -> None:
-        """nginx's client_body_timeout: no byte of the request body for that long. Bytes
-        that came but wait for the upstream are not the client's delay."""
-        reader, timeout = self.reader, self.worker.config.client_body_timeout
-        received = exchange.body_received + reader.queued_bytes
-        owing = reader.in_body and reader.queued_heads == 0
-        if received != self.seen_body_bytes or not owing:
-            self.seen_body_bytes = received
-            self._arm(timeout)
-            return
-        if exchange.response is Response.WAITING:
-            self._reject(HeadError(408, f"request body stalled for {timeout:g}s "
-                                        "(client_body_timeout)"))
-        else:
-            log.info("client sent no body byte for %gs (client_body_timeout)%s", timeout,
-                     self._context())
-            self._cut()
-
-    def _upstream_silent(self) -> None:
-        """nginx's proxy_read_timeout: no byte from the upstream for that long."""
-        conn, exchange, server = self.upstream, self.exchange, self.server
-        if conn is None or exchange is None or exchange.route is None:
-            return
-        location = exchange.route.location
-        if conn.received != self.seen_upstream_bytes:
-            self.seen_upstream_bytes = conn.received
-            self._arm(location.read_timeout)
-            return
-        if server is not None and not self.stall.count:
-            exchange.route.group.report_failure(server, time.monotonic())
-        log.error("upstream %s sent nothing for %gs (proxy_read_timeout)%s",
-                  exchange.upstream_addr, location.read_timeout, self._context())
-        exchange.cause = "upstream_timeout"
-        status = exchange.timed_out()
-        if status is None:
-            self._cut()
-        else:
-            self._reject(HeadError(status, "upstream timed out"), logged=True)
-
     # -- logs ---------------------------------------------------------------------------------
 
     def _log(self) -> None:
         exchange = self.exchange
         if exchange is not None:
             self.worker.stats.response(exchange)
-            self.worker.access_log.write(exchange.entry(self.remote_addr, time.monotonic()))
+            access = self.worker.access_log
+            access.write(exchange.entry(self.remote_addr, time.monotonic(), access.variables))
 
     def _context(self) -> str:
         """nginx's tail of an error line: who asked what, through which upstream."""
@@ -592,7 +571,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and exchange.head is not _NO_HEAD:
             text += f', request: "{exchange.request_line()}"'
-            if exchange.route is not None:
+            if exchange.route is not None and exchange.route.target is not None:
                 text += f", upstream: {exchange.route.group.name}"
         return text
 

@@ -15,11 +15,12 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from wsgate.proxy.headers import VARIABLE, VARIABLES
+from wsgate.proxy.variables import REQUEST_VARIABLES, VARIABLE, is_request_variable
 from wsgate.values import (
     Invalid,
     blame,
@@ -40,8 +41,6 @@ T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Balance = Literal["round_robin", "least_conn", "ip_hash", "hash"]
 BALANCES: tuple[Balance, ...] = ("round_robin", "least_conn", "ip_hash", "hash")
-LogFormat = Literal["combined", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("combined", "json")
 LogDestination = Literal["stdout", "stderr", "file", "off"]
 LogLevel = Literal["debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"]
 LOG_LEVELS: tuple[LogLevel, ...] = (
@@ -60,7 +59,10 @@ _RESERVED_HEADERS = frozenset({
     "connection", "upgrade", "keep-alive", "proxy-connection", "transfer-encoding",
     "content-length", "te", "trailer",
 })
-_VARIABLES = tuple(sorted(VARIABLES))
+_VARIABLES = tuple(sorted(REQUEST_VARIABLES))
+MAP_NAMES: ContextVar[frozenset[str]] = ContextVar("MAP_NAMES", default=frozenset())
+"""The variables the configuration being read defines with ``map``: a reader sets it, so
+that templates anywhere in the file may use them."""
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -191,11 +193,15 @@ def balance(value: object) -> Balance:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """One ``listen`` address. A bare port means all IPv4 interfaces, ``0.0.0.0``, as in nginx."""
+    """One ``listen`` address. A bare port means all IPv4 interfaces, ``0.0.0.0``, as in nginx.
+    ``default_server``: this server answers the address's requests that no server_name
+    matches; ``backlog``: the listening queue's length (nginx's default 511 when None)."""
 
     host: str
     port: int
     ssl: bool = False
+    default_server: bool = False
+    backlog: int | None = None
 
     @property
     def address(self) -> str:
@@ -203,22 +209,36 @@ class Listener:
         return join_address(self.host, self.port)
 
 
+_LISTEN_EXAMPLE = 'an address like "127.0.0.1:8080", ":8080" or "0.0.0.0:443 ssl"'
+
+
 def listener(value: object) -> Listener:
-    """nginx ``listen``: ``ADDR:PORT``, ``:PORT``, ``*:PORT`` or ``PORT``, then maybe ``ssl``."""
+    """nginx ``listen``: ``ADDR:PORT``, ``:PORT``, ``*:PORT`` or ``PORT``, then the
+    parameters ``ssl``, ``default_server`` (or ``default``) and ``backlog=N``."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        must("", 'an address like "127.0.0.1:8080", ":8080" or "0.0.0.0:443 ssl"', value)
+        must("", _LISTEN_EXAMPLE, value)
     words = value.split()
     if not words:
         fail('empty address (write e.g. "127.0.0.1:8080")')
-    ssl = False
+    options: dict[str, Any] = {}
     for word in words[1:]:
-        if word != "ssl":
-            fail(f'unknown parameter {show(word)} (only "ssl" is known)')
-        if ssl:
-            fail('"ssl" is given twice')
-        ssl = True
+        name, equals, raw = word.partition("=")
+        name = "default_server" if name == "default" else name
+        if name not in ("ssl", "default_server", "backlog"):
+            fail(f'unknown parameter {show(word)} (known: "ssl", "default_server", '
+                 '"backlog=N")')
+        if name in options:
+            fail(f'"{name}" is given twice')
+        if name == "backlog":
+            if not equals:
+                fail('backlog needs a value ("backlog=1024")')
+            options[name] = integer(raw, minimum=1, label="backlog")
+        elif equals:
+            fail(f"{name} takes no value, got {show(word)}")
+        else:
+            options[name] = True
     address = words[0]
     if address.isascii() and address.isdigit():
         host, number = "", address
@@ -228,7 +248,7 @@ def listener(value: object) -> Listener:
             fail(f'missing port (write e.g. "{address}:8080")')
         number = maybe_port
     host = "0.0.0.0" if host in ("", "*") else check_host(host)
-    return Listener(host, port(number, zero=True), ssl)
+    return Listener(host, port(number, zero=True), **options)
 
 
 def distinct_listeners(listeners: Sequence[Listener], where: Sequence[str]) -> None:
@@ -250,6 +270,8 @@ def status_listen(value: object) -> Listener:
     found = listener(value)
     if found.ssl:
         fail('the status listener has no TLS (drop "ssl"; keep it on a private address)')
+    if found.default_server or found.backlog is not None:
+        fail("the status listener takes no parameters")
     return found
 
 
@@ -426,35 +448,16 @@ def check_servers(servers: Sequence[ServerConfig], method: str, where: Sequence[
         seen.add(key)
 
 
-# -- proxy_pass ----------------------------------------------------------------------------
-
-
-def proxy_pass(value: object) -> str:
-    """Where a location sends requests: an upstream's name, or ``host:port`` (in brackets
-    for IPv6), checked as far as it can be without knowing the upstreams."""
-    target = text(value)
-    rest = target
-    if "://" in target:
-        scheme, rest = target.split("://", 1)
-        if scheme.lower() != "http":
-            fail(f'{scheme}:// is not supported: write "http://" (WebSocket upgrades ride on it)')
-    if "/" in rest:
-        uri = rest[rest.index("/"):]
-        fail(f"a URI part ({show(uri)}) is not supported: the request URI is passed unchanged")
-    if ":" not in rest and not rest.startswith("["):
-        return rest
-    host, number = host_port(rest)
-    return join_address(host, number)
-
-
 # -- headers and templates -----------------------------------------------------------------
 
 
 def template(value: str) -> str:
-    """A header value or hash key: no CR, LF or NUL, and only the variables wsgate knows."""
+    """A header value, hash key or other template: no CR, LF or NUL, and only variables
+    that exist (a request's, or a map's of this configuration)."""
     if any(char in value for char in "\r\n\0"):
         fail("must not contain CR, LF or NUL")
     position = 0
+    maps = MAP_NAMES.get()
     while (dollar := value.find("$", position)) >= 0:
         match = VARIABLE.match(value, dollar)
         if match is None:
@@ -463,11 +466,11 @@ def template(value: str) -> str:
         if name.startswith("http_") and len(name) > 5:
             if name != name.lower():
                 fail(f"header variables are lowercase: ${name.lower()}, not ${name}")
-        elif name not in _VARIABLES:
-            known = [*_VARIABLES, "http_NAME"]
-            guess = closest(name, _VARIABLES)
+        elif not is_request_variable(name) and name not in maps:
+            choices = [*_VARIABLES, *maps]
+            guess = closest(name, choices)
             hint = f"did you mean ${guess}?" if guess else "known: " + ", ".join(
-                f"${variable}" for variable in known)
+                f"${variable}" for variable in [*choices, "http_NAME"])
             fail(f"unknown variable ${name} ({hint})")
         position = match.end()
     return value
@@ -520,7 +523,8 @@ class AccessLogConfig:
 
     destination: LogDestination = "stdout"
     path: Path | None = None
-    format: LogFormat = "combined"
+    format: str = "combined"
+    """"combined", "json", or the name of a log_format."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,7 +551,7 @@ def access_log(value: object) -> AccessLogConfig:
         must("", "a table", value)
     unknown_keys(value, ["path", "format"])
     with blame(".format"):
-        log_format = choice(value.get("format", "combined"), LOG_FORMATS)
+        log_format = text(value.get("format", "combined"))
     with blame(".path"):
         destination, path = _log_target(text(value.get("path", "stdout")))
     return AccessLogConfig(destination, path, log_format)

@@ -18,6 +18,7 @@ from wsgate.proxy import handshake, http1
 from wsgate.proxy.accesslog import Entry
 from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead
 from wsgate.proxy.routes import Route
+from wsgate.proxy.variables import Variables
 
 NON_IDEMPOTENT = frozenset((b"POST", b"PATCH", b"LOCK"))
 """Methods nginx never resends to another server once they went out."""
@@ -129,9 +130,10 @@ class Exchange:
 
     __slots__ = (
         "body_received", "bytes_sent", "cause", "chunked", "close_delimited", "connect_time",
-        "framing", "head", "header_time", "keep_alive", "request", "response", "route",
-        "started", "started_wall", "status", "upgrade_key", "upstream_addr",
-        "upstream_keep_alive",
+        "framing", "head", "header_time", "idle_timeout", "keep_alive", "override", "request",
+        "response", "route",
+        "started", "started_wall", "status", "target", "upgrade_key", "upstream_addr",
+        "upstream_keep_alive", "variables",
     )
 
     def __init__(self, head: RequestHead, keep_alive: bool, started: float,
@@ -146,6 +148,13 @@ class Exchange:
         self.framing = BodyFraming(False, 0)
         self.upgrade_key: bytes | None = None
         self.route: Route | None = None
+        self.target = head.target
+        self.override: int | None = None
+        """An error page's status, which replaces the upstream's (nginx's error_page)."""
+        self.idle_timeout = 75.0
+        """keepalive_timeout of the server that answered: how long to wait for the next."""
+        """The request target upstream (proxy_pass with a URI part changes it)."""
+        self.variables: Variables | None = None
         self.upstream_addr = "-"
         self.status = 0
         self.body_received = 0
@@ -175,6 +184,12 @@ class Exchange:
         self.framing = http1.check_request_head(head, max_body)
         if handshake.wants_upgrade(head):
             self.upgrade_key = handshake.check_request(head)
+
+    def check_size(self, max_body: int | None) -> None:
+        """The location's client_max_body_size against a declared length (413)."""
+        length = self.framing.length
+        if max_body is not None and length is not None and length > max_body:
+            raise HeadError(413, "body over client_max_body_size")
 
     def head_sent(self, upstream_addr: str) -> None:
         self._request(Request.CONNECTING, Request.SENDING)
@@ -258,6 +273,13 @@ class Exchange:
         length) rather than cutting it short."""
         return self.response is Response.RELAYING and self.close_delimited
 
+    def answered(self, status: int) -> None:
+        """The proxy answers ``status`` itself with a response of its own (return, files)."""
+        if self.response is not Response.WAITING:
+            raise StateError(f"own answer while {self.response.value}")
+        self.response = Response.RELAYING
+        self.status = status
+
     def answer(self, status: int) -> bool:
         """The proxy answers ``status`` itself; whether it still can (nothing of a final
         response has reached the client). Either way the exchange is over."""
@@ -287,7 +309,7 @@ class Exchange:
         return (f"{head.method.decode('latin-1')} {head.target.decode('latin-1')} "
                 f"HTTP/{head.version}")
 
-    def entry(self, remote_addr: str, now: float) -> Entry:
+    def entry(self, remote_addr: str, now: float, variables: bool = False) -> Entry:
         """The access-log line of this exchange, as far as it is known at ``now``."""
         head = self.head
         duration = now - self.started
@@ -306,6 +328,7 @@ class Exchange:
             upstream_response_time=duration if upstream else None,
             bytes_received=self.body_received,
             time_local=self.started_wall,
+            variables=self.variables if variables else None,
         )
 
     def _request(self, before: Request, after: Request) -> None:

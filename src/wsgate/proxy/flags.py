@@ -21,18 +21,20 @@ from wsgate.proxy.config import (
     Location,
     ProxyConfig,
     UpstreamConfig,
+    VirtualServer,
     check_tls,
     directives,
     parse_directives,
     resolve_paths,
 )
 from wsgate.proxy.directives import check_servers, distinct_listeners
+from wsgate.proxy.location_values import ProxyPass
 from wsgate.values import Invalid, blame, fail, show
 
 Flags = Mapping[str, "str | Sequence[str] | None"]
 """Flag name ("--listen") -> the value given, or every value of a repeated flag."""
 
-_SCHEMA = (ProxyConfig, UpstreamConfig, Location)
+_SCHEMA = (VirtualServer, ProxyConfig, UpstreamConfig, Location)
 
 
 def dest(flag: str) -> str:
@@ -93,18 +95,21 @@ def _from_flags(flags: Flags) -> ProxyConfig:
             if method.replace("-", "_") == "hash":
                 fail("needs a hash key, which only a config file can set (or use ip_hash)")
         flags = {**flags, "--balance": method.replace("-", "_")}
-    top, labels = _read(ProxyConfig, flags)
-    distinct_listeners(top["listeners"], labels["listeners"])
+    top, _ = _read(ProxyConfig, flags)
+    server, labels = _read(VirtualServer, flags)
+    distinct_listeners(server["listeners"], labels["listeners"])
     listen = flags["--listen"] or ()
-    check_tls(top["listeners"], [listen] if isinstance(listen, str) else list(listen),
-              top.get("ssl_certificate"), top.get("ssl_certificate_key"),
+    check_tls(server["listeners"], [listen] if isinstance(listen, str) else list(listen),
+              server.get("ssl_certificate"), server.get("ssl_certificate_key"),
               ("--ssl-certificate", "--ssl-certificate-key", "--listen"))
     group, labels = _read(UpstreamConfig, flags)
     check_servers(group["servers"], group.get("balance", "round_robin"), labels["servers"])
     location, _ = _read(Location, flags)
+    proxy_pass = ProxyPass("http://backend", "backend", None)
     config = ProxyConfig(
         **top,
         upstreams=MappingProxyType({"backend": UpstreamConfig("backend", **group)}),
-        locations=(Location("/", "backend", **location),),
+        servers=(VirtualServer(**server, locations=(
+            Location("/", proxy_pass, **location, label="--upstream"),)),),
     )
     return resolve_paths(config, Path.cwd())

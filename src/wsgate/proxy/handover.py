@@ -91,7 +91,7 @@ def _send(worker: Worker, tunnel: Tunnel, peer: socket.socket) -> None:
     state = {
         "group": record.group.name,
         "server": record.server.address,
-        "entry": dataclasses.asdict(record.entry),
+        "entry": dataclasses.asdict(dataclasses.replace(record.entry, variables=None)),
         "started": record.started,
         "read_timeout": record.read_timeout,
         "send_timeout": record.send_timeout,

@@ -1,14 +1,13 @@
 """Header rules toward the upstream: hop-by-hop removal (RFC 9110 7.6.1), forwarded headers
-with trust, and nginx-style ``$variables`` in ``proxy_set_header`` values. Pure.
+with trust, and ``proxy_set_header`` values (templates of :mod:`~wsgate.proxy.variables`). Pure.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from wsgate.proxy.http1 import OWS, BodyFraming, Headers, RequestHead, comma_list
+from wsgate.proxy.variables import Template, Variables
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -18,89 +17,6 @@ FORWARDED = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded"}
 )
 """Headers a client could forge to pass for someone else: kept only from trusted proxies."""
-
-VARIABLES = frozenset(
-    {"host", "http_host", "remote_addr", "remote_port", "scheme", "server_port", "request_uri",
-     "uri", "args", "proxy_host", "proxy_add_x_forwarded_for", "proxy_x_forwarded_proto"}
-)
-VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
-"""``$name`` or ``${name}``: one syntax for the config's checks and the templates."""
-
-Template = tuple[bytes | str, ...]
-"""A header value: literal bytes and variable names, in order."""
-
-
-def compile_template(text: str) -> Template:
-    """Split ``"$scheme://$host"`` into literals and variable names, once at start-up."""
-    parts: list[bytes | str] = []
-    position = 0
-    for match in VARIABLE.finditer(text):
-        if match.start() > position:
-            parts.append(text[position:match.start()].encode())
-        parts.append(match.group(1) or match.group(2))
-        position = match.end()
-    if position < len(text):
-        parts.append(text[position:].encode())
-    return tuple(parts)
-
-
-@dataclass(slots=True)
-class Variables:
-    """The ``$variables`` of one request: read from the request and the connection it came
-    on, evaluated only when a template asks for them."""
-
-    head: RequestHead
-    remote_addr: str
-    remote_port: int
-    scheme: str
-    server_port: int
-    server_host: str
-    trusted: bool
-    proxy_host: str = ""
-
-    def variable(self, name: str) -> bytes:
-        head = self.head
-        if name == "host":
-            host = (head.get(b"host") or b"").strip(OWS)  # llhttp leaves the OWS after it
-            if not host:
-                return self.server_host.encode()
-            return _strip_port(host).lower()
-        if name == "remote_addr":
-            return self.remote_addr.encode()
-        if name == "proxy_add_x_forwarded_for":
-            incoming = b", ".join(head.get_all(b"x-forwarded-for")) if self.trusted else b""
-            own = self.remote_addr.encode()
-            return incoming + b", " + own if incoming else own
-        if name == "scheme":
-            return self.scheme.encode()
-        if name == "proxy_x_forwarded_proto":
-            forwarded = head.get(b"x-forwarded-proto") if self.trusted else None
-            return forwarded or self.scheme.encode()
-        if name == "remote_port":
-            return str(self.remote_port).encode()
-        if name == "server_port":
-            return str(self.server_port).encode()
-        if name == "request_uri":
-            return head.target
-        if name == "uri":
-            return head.uri or head.path
-        if name == "args":
-            return head.target.partition(b"?")[2]
-        if name == "proxy_host":
-            return self.proxy_host.encode()
-        if name.startswith("http_"):
-            return b", ".join(head.get_all(name[5:].replace("_", "-").encode()))
-        return b""
-
-    def expand(self, template: Template) -> bytes:
-        return b"".join(p if isinstance(p, bytes) else self.variable(p) for p in template)
-
-
-def _strip_port(host: bytes) -> bytes:
-    if host.startswith(b"["):
-        return host[: host.find(b"]") + 1]
-    return host.rsplit(b":", 1)[0] if b":" in host else host
-
 
 FRAMING = frozenset({b"content-length"})
 """What Connection cannot make hop-by-hop: a body is relayed as its length says, so the

@@ -230,19 +230,29 @@ _EXTRA: dict[int, Headers] = {426: [(b"Sec-WebSocket-Version", b"13")],
 """What some answers must say besides: the version to use; when to come back."""
 
 
-def error_response(status: int) -> bytes:
-    """The proxy's own answer: nginx-style HTML naming nothing internal."""
+def error_body(status: int, server: bytes = b"wsgate") -> bytes:
+    """nginx's page for a status it answers itself, naming nothing internal."""
     phrase = reason_phrase(status)
-    body = (
+    return (
         b"<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1>"
-        b"</center>\r\n<hr><center>wsgate</center>\r\n</body>\r\n</html>\r\n"
-        % (status, phrase, status, phrase)
+        b"</center>\r\n<hr><center>%s</center>\r\n</body>\r\n</html>\r\n"
+        % (status, phrase, status, phrase, server)
     )
+
+
+def extra_headers(status: int) -> Headers:
+    """What some answers must say besides (426: the version to use; 503: when to return)."""
+    return list(_EXTRA.get(status, ()))
+
+
+def error_response(status: int, server: bytes = b"wsgate") -> bytes:
+    """The proxy's own answer for an error that ends the connection."""
+    body = error_body(status, server)
     headers: Headers = [
-        (b"Server", b"wsgate"),
+        (b"Server", server),
         (b"Content-Type", b"text/html"),
         (b"Content-Length", str(len(body)).encode()),
         *_EXTRA.get(status, ()),
-        (b"Connection", b"close"),  # every answer the proxy writes itself ends the connection
+        (b"Connection", b"close"),  # every error the proxy writes itself ends the connection
     ]
-    return serialize_response(status, phrase, headers) + body
+    return serialize_response(status, reason_phrase(status), headers) + body

@@ -71,7 +71,8 @@ def inherited() -> Passed:
         address, fd = data["status"]
         status = (address, _adopt(fd))
     return Passed(
-        sockets={address: Bound(_adopt(fd), tls) for address, fd, tls in data["sockets"]},
+        sockets={address: Bound(_adopt(fd), tls, address)
+                 for address, fd, tls in data["sockets"]},
         workers=[(pid, _adopt(fd), retiring) for pid, fd, retiring in data["workers"]],
         status=status, monitor=data.get("monitor") or {})
 

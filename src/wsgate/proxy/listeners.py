@@ -22,10 +22,12 @@ BACKLOG = 511  # nginx's default
 
 @dataclass(slots=True)
 class Bound:
-    """A listening socket, and whether its clients speak TLS."""
+    """A listening socket, whether its clients speak TLS, and its address as configured
+    (which picks the virtual servers that answer it)."""
 
     sock: socket.socket
     tls: bool
+    address: str = ""
 
 
 Sockets = dict[str, Bound]
@@ -41,7 +43,7 @@ def bind(listener: Listener) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, listener.port))
-        sock.listen(BACKLOG)
+        sock.listen(listener.backlog or BACKLOG)
         sock.setblocking(False)
     except OSError as error:
         sock.close()
@@ -62,7 +64,8 @@ def bind_all(config: ProxyConfig, have: Sockets | None = None) -> Sockets:
         for listener in config.listeners:
             old = held_for(have, listener)
             sockets[listener.address] = Bound(
-                old.sock if old is not None else bind(listener), listener.ssl)
+                old.sock if old is not None else bind(listener), listener.ssl,
+                listener.address)
     except Failure:
         for bound in sockets.values():
             if id(bound.sock) not in held:

@@ -40,7 +40,7 @@ from wsgate import runtime, sdnotify
 from wsgate.errors import Failure, UsageError
 from wsgate.proxy import (
     channel,
-    configfile,
+    configload,
     inheritance,
     listeners,
     monitor_link,
@@ -150,6 +150,7 @@ class Master:
             resources = self.resources
             serving = Serving(self.config, dict(self.sockets), resources.tls,
                               resources.access_log, resources.error_log, control, monitor)
+            configload.drop_privileges(self.config)
             runtime.run(serving.run(own))
         except BaseException as error:
             log.critical("worker %d failed: %s", os.getpid(), error)
@@ -290,7 +291,7 @@ class Master:
         log.info("reloading %s", self.path)
         sdnotify.reloading()
         try:
-            config = configfile.load(self.path)
+            config = configload.read(self.path, self.config.syntax)
             resources = preflight.open_resources(config)
         except UsageError as error:
             self._reload_failed(str(error))
@@ -435,7 +436,7 @@ class Master:
         if self.path is None:
             return None
         try:
-            config = configfile.load(self.path)
+            config = configload.read(self.path, self.config.syntax)
         except UsageError as error:
             return str(error)
         status, listen = self.monitor.status, self.config.status_listen

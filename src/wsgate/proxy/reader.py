@@ -12,7 +12,7 @@ from collections import deque
 
 import httptools
 
-from wsgate.proxy.config import ProxyConfig
+from wsgate.proxy.config import VirtualServer
 from wsgate.proxy.http1 import HeadError, Headers, RequestHead
 
 HEAD, BODY, END, ERROR = range(4)
@@ -28,7 +28,7 @@ class RequestReader:
                  "head_size", "headers", "in_body", "line", "parser", "pending",
                  "queued_bytes", "queued_heads", "url")
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: VirtualServer) -> None:
         self.config = config
         """The limits in force (a reload gives the next request new ones)."""
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
@@ -63,7 +63,7 @@ class RequestReader:
         self.counting = True
         self.head_bytes = 0
 
-    def feed(self, data: bytes, config: ProxyConfig) -> bool:
+    def feed(self, data: bytes, config: VirtualServer) -> bool:
         """Parse ``data``, queueing what it holds; whether bytes now wait in ``pending``
         (they followed an upgrade request: reading must stop until a tunnel takes them)."""
         parser = self.parser

@@ -30,7 +30,6 @@ import os
 import pickle
 import signal
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -42,6 +41,7 @@ from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.errorlog import ErrorLog
 from wsgate.proxy.listeners import BACKLOG, Bound, Sockets
+from wsgate.proxy.preflight import TLSContexts
 from wsgate.proxy.stats import PUSH_INTERVAL
 from wsgate.proxy.tunnel import CLOSE_TIMEOUT, State, Tunnel
 from wsgate.proxy.worker import Worker
@@ -69,7 +69,7 @@ class Mode(enum.Enum):
 class Serving:
     """One worker's accepting, reloading and stopping (see the module's docstring)."""
 
-    def __init__(self, config: ProxyConfig, sockets: Sockets, tls: ssl.SSLContext | None,
+    def __init__(self, config: ProxyConfig, sockets: Sockets, tls: TLSContexts,
                  access_log: AccessLog, error_log: ErrorLog | None = None,
                  control: socket.socket | None = None,
                  monitor: socket.socket | None = None) -> None:
@@ -142,7 +142,7 @@ class Serving:
     def reload(self, message: channel.Message) -> None:
         """The master's checked configuration, with every listening socket it names."""
         listeners = message.fields["listeners"]
-        sockets = {address: Bound(socket.socket(fileno=fd), tls)
+        sockets = {address: Bound(socket.socket(fileno=fd), tls, address)
                    for (address, tls), fd in zip(listeners, message.fds, strict=True)}
         config: ProxyConfig = pickle.loads(message.blob)
         try:
@@ -253,8 +253,14 @@ class Serving:
         loop = asyncio.get_running_loop()
         scheme = "https" if bound.tls else "http"
         return await loop.create_server(
-            partial(ClientConnection, self.worker, scheme),
-            sock=sock, ssl=self.tls if bound.tls else None, backlog=BACKLOG)
+            partial(ClientConnection, self.worker, scheme, bound.address),
+            sock=sock, ssl=self.tls.get(bound.address) if bound.tls else None,
+            backlog=self._backlog(bound.address))
+
+    def _backlog(self, address: str) -> int:
+        """listen's backlog= (asyncio listens again on the socket it is given)."""
+        return next((item.backlog for item in self.worker.config.listeners
+                     if item.address == address and item.backlog), BACKLOG)
 
     async def _listen_anew(self, sockets: Sockets) -> None:
         """Accept on the new sockets, then stop on the old: never a moment without. The

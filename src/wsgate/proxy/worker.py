@@ -24,7 +24,7 @@ from wsgate.proxy.accesslog import AccessLog, Entry
 from wsgate.proxy.config import DRAIN_TIMEOUT, ProxyConfig
 from wsgate.proxy.limits import Limits
 from wsgate.proxy.pool import Pool
-from wsgate.proxy.routes import Routes
+from wsgate.proxy.routes import Routes, Site
 from wsgate.proxy.servers import ServerState
 from wsgate.proxy.stats import WorkerStats
 from wsgate.proxy.tunnel import State, Tunnel, Why
@@ -82,6 +82,12 @@ class Worker:
         """Open files, socket memory, local ports: this worker's own (see limits)."""
         self.marks: dict[str, dict[str, str]] = {}
         """The monitor's: group -> server address -> "down", "drain" or "unhealthy"."""
+
+    def site(self, address: str) -> Site:
+        """The servers of a listening address; a connection accepted before a reload that
+        dropped its address gets the first address's."""
+        sites = self.routes.sites
+        return sites.get(address) or next(iter(sites.values()))
 
     def add_tunnel(self, tunnel: Tunnel, record: TunnelRecord) -> None:
         """Count ``tunnel`` as open; its server must already count it (acquired). One to a

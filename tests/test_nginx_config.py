@@ -1,0 +1,127 @@
+"""``wsgate proxy -c nginx.conf``: the seed's own config run as a file, ``-t``, ``wsgate
+convert``, and the errors of a file in nginx's syntax, as a user sees them."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from conftest import Proc, Spawn, run_held_open, run_wsgate
+
+SEED = "Server received from client: "
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def seed_config(folder: Path, echo_ports: tuple[int, int], listen: str = "127.0.0.1:0") -> Path:
+    """The seed's nginx config (examples/nginx.conf, the seed's text) with only what a test
+    must change: the listen port (80 would need root and a free port), the two upstream
+    ports, and the access log's path."""
+    text = (EXAMPLES / "nginx.conf").read_text()
+    for old, new in (("listen 80;", f"listen {listen};"),
+                     ("localhost:8010", f"localhost:{echo_ports[0]}"),
+                     ("localhost:8011", f"localhost:{echo_ports[1]}"),
+                     ("/var/log/nginx/yourdomain.log", str(folder / "yourdomain.log"))):
+        assert old in text
+        text = text.replace(old, new)
+    path = folder / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def test_the_seed_config_runs_as_written(spawn: Spawn, wsgate: Spawn, tmp_path: Path,
+                                         node_modules: Path, wscat: list[str]) -> None:
+    env = {**os.environ, "NODE_PATH": str(node_modules)}
+    peers = [spawn(["node", str(Path(__file__).parent / "peers" / "server.js"), "0"], env=env)
+             for _ in range(2)]
+    ports = tuple(int(peer.expect(r"Listening on port (\d+)").group(1)) for peer in peers)
+    config = seed_config(tmp_path, (ports[0], ports[1]))
+    proxy = wsgate(["proxy", "-c", str(config)])
+    port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
+    url = f"ws://127.0.0.1:{port}"
+    result = run_held_open([*wscat, "--connect", url, "-x", "Hello Nginx", "-w", "1"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [SEED + "Hello Nginx"]
+    result = run_wsgate("connect", url, input="Welcome to www.hi-linux.com\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [SEED + "Welcome to www.hi-linux.com"]
+    # round robin over the two servers, as the seed's upstream block says
+    for peer, expected in zip(peers, ("Hello Nginx", "Welcome to www.hi-linux.com"),
+                              strict=True):
+        peer.expect(f"Received from client: {re.escape(expected)}")
+    log = (tmp_path / "yourdomain.log").read_text().splitlines()
+    assert len(log) == 2 and all('"GET / HTTP/1.1" 101' in line for line in log), log
+
+
+def test_check_is_nginx_t(tmp_path: Path) -> None:
+    config = seed_config(tmp_path, (8010, 8011), listen="80")
+    result = run_wsgate("proxy", "-t", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{config}: ok: 1 listener, 1 upstream (2 servers), 1 location\n"
+    assert result.stderr == ""
+
+
+def test_a_log_folder_that_does_not_exist_is_nginx_s_open_failed(tmp_path: Path) -> None:
+    config = seed_config(tmp_path, (8010, 8011))
+    config.write_text(config.read_text().replace(str(tmp_path / "yourdomain.log"),
+                                                 str(tmp_path / "no" / "x.log")))
+    result = run_wsgate("proxy", "-t", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (f'error: open() "{tmp_path}/no/x.log" failed (2: No such file '
+                             f"or directory) in {config}:17\n")
+
+
+def test_unsupported_directive_in_an_included_file(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        "events {}\nhttp {\n    include conf.d/*.conf;\n}\n")
+    (tmp_path / "conf.d" / "app.conf").write_text(
+        "server {\n    listen 127.0.0.1:0;\n    location / {\n"
+        "        rewrite ^/old/(.*)$ /new/$1 permanent;\n        proxy_pass http://127.0.0.1:9;\n"
+        "    }\n}\n")
+    result = run_wsgate("proxy", "-c", str(tmp_path / "nginx.conf"))
+    assert result.returncode == 2
+    assert result.stderr == (f'error: unsupported directive "rewrite" in '
+                             f"{tmp_path}/conf.d/app.conf:4\n")
+    assert result.stdout == ""
+
+
+def test_included_servers_are_served(wsgate: Spawn, tmp_path: Path) -> None:
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        "worker_processes 1;\nevents { worker_connections 64; }\n"
+        "http {\n    sendfile on;\n    tcp_nopush on;\n    include sites/*.conf;\n}\n")
+    (tmp_path / "sites" / "a.conf").write_text(
+        "server {\n    listen 127.0.0.1:0;\n    location = /health { return 200 \"a ok\"; }\n}\n")
+    proxy: Proc = wsgate(["proxy", "-c", str(tmp_path / "nginx.conf")])
+    notice = proxy.expect(r"^notice: ", stream="err")
+    assert notice.string.endswith("accepted and ignored: worker_connections, sendfile, tcp_nopush")
+    port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        assert response.read() == b"a ok"
+
+
+def test_convert_prints_the_seed_as_toml_that_runs_the_same(tmp_path: Path) -> None:
+    result = run_wsgate("convert", str(EXAMPLES / "nginx.conf"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (EXAMPLES / "seed.toml").read_text(), (
+        "examples/seed.toml is wsgate convert examples/nginx.conf: regenerate it")
+    assert "# nginx.conf:19: proxy_pass http://websocket;\nproxy_pass = \"http://websocket\"" \
+        in result.stdout
+    converted = tmp_path / "seed.toml"
+    converted.write_text(result.stdout.replace("/var/log/nginx/yourdomain.log",
+                                               str(tmp_path / "x.log")))
+    check = run_wsgate("proxy", "-t", "-c", str(converted))
+    assert check.returncode == 0, check.stderr
+
+
+def test_format_overrides_the_file_name(tmp_path: Path) -> None:
+    config = seed_config(tmp_path, (8010, 8011))
+    renamed = tmp_path / "seed.toml"
+    renamed.write_text(config.read_text())
+    as_toml = run_wsgate("proxy", "-t", "-c", str(renamed))
+    assert as_toml.returncode == 2 and "invalid TOML" in as_toml.stderr
+    as_nginx = run_wsgate("proxy", "-t", "--format", "nginx", "-c", str(renamed))
+    assert as_nginx.returncode == 0, as_nginx.stderr
