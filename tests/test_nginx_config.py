@@ -4,9 +4,16 @@ convert``, and the errors of a file in nginx's syntax, as a user sees them."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import signal
+import time
+import urllib.request
 from pathlib import Path
 
+import pytest
+
+from client_helpers import free_port
 from conftest import Proc, Spawn, run_held_open, run_wsgate
 
 SEED = "Server received from client: "
@@ -97,8 +104,6 @@ def test_included_servers_are_served(wsgate: Spawn, tmp_path: Path) -> None:
     notice = proxy.expect(r"^notice: ", stream="err")
     assert notice.string.endswith("accepted and ignored: worker_connections, sendfile, tcp_nopush")
     port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
         assert response.read() == b"a ok"
 
@@ -125,3 +130,93 @@ def test_format_overrides_the_file_name(tmp_path: Path) -> None:
     assert as_toml.returncode == 2 and "invalid TOML" in as_toml.stderr
     as_nginx = run_wsgate("proxy", "-t", "--format", "nginx", "-c", str(renamed))
     assert as_nginx.returncode == 0, as_nginx.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_user_drops_the_workers_privileges_after_binding(wsgate: Spawn, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a proxy started as root can become another user")
+    nobody = pwd.getpwnam("nobody")
+    (tmp_path / "nginx.conf").write_text(
+        "user nobody;\nworker_processes 2;\nevents {}\nhttp {\n    server {\n"
+        "        listen 127.0.0.1:0;\n        location / { return 200 \"hi\"; }\n    }\n}\n")
+    proxy = wsgate(["proxy", "-c", str(tmp_path / "nginx.conf")])
+    port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        assert response.read() == b"hi"
+    workers = _children(proxy.popen.pid)
+    assert len(workers) >= 2
+    for pid in workers:
+        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", Path(f"/proc/{pid}/status").read_text(),
+                         re.M)
+        assert uids is not None and {int(uid) for uid in uids.groups()} == {nobody.pw_uid}
+    master = re.search(r"^Uid:\s+(\d+)", Path(f"/proc/{proxy.popen.pid}/status").read_text(),
+                       re.M)
+    assert master is not None and master.group(1) == "0"  # the master stays root, as nginx's
+
+
+def test_a_user_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "nginx.conf").write_text(
+        "user no-such-user-here;\nhttp {\n    server {\n        listen 127.0.0.1:0;\n"
+        "        location / { return 204; }\n    }\n}\n")
+    result = run_wsgate("proxy", "-t", "-c", str(tmp_path / "nginx.conf"))
+    assert result.returncode == 2
+    assert result.stderr == ('error: getpwnam("no-such-user-here") failed: no such user in '
+                             f"{tmp_path}/nginx.conf:1\n")
+
+
+def test_log_format_writes_nginx_variables(wsgate: Spawn, tmp_path: Path) -> None:
+    (tmp_path / "nginx.conf").write_text(
+        "http {\n"
+        "    log_format main '$remote_addr \"$request\" $status $body_bytes_sent '\n"
+        "                    'host=$host x=$http_x_test arg=$arg_id app=$app';\n"
+        "    map $http_x_test $app { default none; ~^(?<name>[a-z]+)-\\d+$ $name; }\n"
+        f"    access_log {tmp_path}/access.log main;\n"
+        "    server {\n        listen 127.0.0.1:0;\n"
+        "        location / { return 200 \"logged\"; }\n    }\n}\n")
+    proxy = wsgate(["proxy", "-c", str(tmp_path / "nginx.conf")])
+    port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/p?id=7",
+                                     headers={"X-Test": "chat-42", "Host": "example.test"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.read() == b"logged"
+    deadline = time.monotonic() + 5
+    log = tmp_path / "access.log"
+    while time.monotonic() < deadline and not (log.exists() and log.read_text()):
+        time.sleep(0.02)
+    assert log.read_text() == ('127.0.0.1 "GET /p?id=7 HTTP/1.1" 200 6 host=example.test '
+                               "x=chat-42 arg=7 app=chat\n")
+
+
+def test_a_reload_reads_the_nginx_file_again(wsgate: Spawn, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "app.conf"  # not .toml: nginx's syntax, on the reload too
+    body = ("server {{\n    listen 127.0.0.1:{port};\n"
+            "    location / {{ return 200 \"{text}\"; }}\n}}\n")
+    config.write_text(body.format(port=port, text="one"))
+    proxy = wsgate(["proxy", "-c", str(config)])
+    proxy.expect(r"Listening on http://")
+
+    def answer() -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            return response.read()
+
+    assert answer() == b"one"
+    config.write_text(body.format(port=port, text="two"))
+    proxy.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while answer() != b"two":
+        assert time.monotonic() < deadline, "the reload did not take"
+        time.sleep(0.05)

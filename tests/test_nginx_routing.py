@@ -22,6 +22,7 @@ import pytest
 import trustme
 
 from client_helpers import free_port
+from proxy_helpers import closed_port
 from conftest import Spawn, require_nginx
 
 CONF = """\
@@ -39,6 +40,8 @@ http {{
     }}
     upstream app {{ server 127.0.0.1:{app}; }}
     upstream api {{ server 127.0.0.1:{api}; }}
+    upstream dead {{ server 127.0.0.1:{dead}; }}
+    upstream flaky {{ server 127.0.0.1:{bad}; server 127.0.0.1:{app}; }}
     server {{
         listen 127.0.0.1:{http};
         server_name example.com www.example.com;
@@ -60,6 +63,11 @@ http {{
         location /api/ {{ proxy_pass http://api/v1/; }}
         location = /exact {{ proxy_pass http://app; }}
         location ^~ /static/ {{ }}
+        location /down/ {{ proxy_pass http://dead; error_page 502 /50x.html; }}
+        location /flaky/ {{
+            proxy_pass http://flaky;
+            proxy_next_upstream error timeout http_502;
+        }}
         location ~ ^/user/(\\d+)$ {{ proxy_pass http://app/profile?id=$1; }}
         location ~* \\.(png|jpg)$ {{ return 200 "image"; }}
         location /ws {{
@@ -82,6 +90,10 @@ http {{
 """
 
 
+BAD_HITS: list[str] = []
+"""What reached the upstream that answers 502: proof that the retry happened."""
+
+
 class Reporter(BaseHTTPRequestHandler):
     """An upstream that answers with what reached it: its name, method, target, Host and
     X-Server."""
@@ -89,6 +101,10 @@ class Reporter(BaseHTTPRequestHandler):
     name = "?"
 
     def do_GET(self) -> None:
+        if self.name == "bad":
+            BAD_HITS.append(self.path)
+            self.send_error(502)
+            return
         body = (f"{self.name} {self.command} {self.path} host={self.headers.get('Host')} "
                 f"server={self.headers.get('X-Server')}").encode()
         self.send_response(200)
@@ -139,12 +155,13 @@ def ask(port: int, path: str, host: str, tls: bool = False,
 @pytest.fixture
 def upstreams() -> Iterator[dict[str, int]]:
     servers = {}
-    for name in ("app", "api"):
+    for name in ("app", "api", "bad"):
         handler = type(f"{name}Reporter", (Reporter,), {"name": name})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers[name] = server
-    yield {name: server.server_address[1] for name, server in servers.items()}
+    ports = {name: server.server_address[1] for name, server in servers.items()}
+    yield {**ports, "dead": closed_port()}
     for server in servers.values():
         server.shutdown()
         server.server_close()
@@ -161,6 +178,7 @@ def _site(folder: Path) -> None:
     (www / "docs").mkdir()
     (www / "index.html").write_text("<h1>index</h1>\n")
     (www / "404.html").write_text("<h1>not here</h1>\n")
+    (www / "50x.html").write_text("<h1>down</h1>\n")
     (www / "docs" / "index.html").write_text("<h1>docs</h1>\n")
     (www / "static" / "app.css").write_text("body {}\n")
     (www / "static" / "logo.png").write_bytes(b"\x89PNG\r\n")
@@ -201,6 +219,8 @@ REQUESTS: list[tuple[str, str, str, bool, dict[str, str]]] = [
     ("not modified", "/static/app.css", "example.com", True, {"If-Modified-Since": "<mtime>"}),
     ("a range", "/static/app.css", "example.com", True, {"Range": "bytes=0-3"}),
     ("a file by its own name", "/index.html", "example.com", True, {}),
+    ("error_page for a 502 of the proxy's own", "/down/x", "example.com", True, {}),
+    ("proxy_next_upstream http_502", "/flaky/x", "example.com", True, {}),
 ]
 
 
@@ -220,6 +240,7 @@ def test_requests_land_where_nginx_sends_them(wsgate: Spawn, spawn: Spawn, tmp_p
                                                upstreams: dict[str, int]) -> None:
     require_nginx()
     _site(tmp_path)
+    BAD_HITS.clear()
     ports = {name: {"http": free_port(), "https": free_port()} for name in ("wsgate", "nginx")}
     for name, own in ports.items():
         (tmp_path / f"{name}.conf").write_text(CONF.format(folder=tmp_path, **upstreams, **own))
@@ -240,6 +261,7 @@ def test_requests_land_where_nginx_sends_them(wsgate: Spawn, spawn: Spawn, tmp_p
         if seen["wsgate"] != seen["nginx"]:
             differences.append(f"{label}: wsgate {seen['wsgate']}\n  nginx {seen['nginx']}")
     assert not differences, "\n".join(differences)
+    assert BAD_HITS == ["/flaky/x", "/flaky/x"]  # each proxy asked it first, then the next
 
 
 def _wait_for(port: int) -> None:

@@ -263,7 +263,7 @@ class ClientConnection(Deadlines, asyncio.Protocol):
                    None if route.hash_key is None else variables.expand(route.hash_key))
             conn, server = await connector.connect(route, key, self.worker.pool,
                                                    self.worker.limits, exchange.started,
-                                                   self._context)
+                                                   self._context, exchange.tried)
         except connector.Unreachable as error:
             exchange.cause = error.cause
             self._reject(HeadError(error.status, "no upstream reachable"), logged=True)
@@ -320,6 +320,8 @@ class ClientConnection(Deadlines, asyncio.Protocol):
     def response_head(self, status: int, headers: Headers, keep_alive: bool) -> None:
         exchange = self.exchange
         assert exchange is not None
+        if status >= 400 and self._next_upstream(exchange, status):
+            return
         try:
             reply = exchange.response_head(exchange.override or status, headers, keep_alive,
                                            time.monotonic() - exchange.started)
@@ -431,11 +433,28 @@ class ClientConnection(Deadlines, asyncio.Protocol):
             return False
         log.info("upstream %s closed a kept-alive connection before answering, "
                  "sending the request again%s", conn.address, self._context())
+        del exchange.tried[-1:]  # not this server's fault: it may be picked again
+        self._again(exchange, route)
+        return True
+
+    def _next_upstream(self, exchange: Exchange, status: int) -> bool:
+        """proxy_next_upstream http_NNN: this answer goes unseen, the next server gets the
+        request (while there is one it has not had, within the tries)."""
+        route, server = exchange.route, self.server
+        if route is None or server is None or not exchange.next_upstream(status):
+            return False
+        if status in (500, 502, 503, 504, 429):  # nginx: 403 and 404 are no failure
+            route.group.report_failure(server, time.monotonic())
+        log.warning("upstream %s answered %d, trying the next server (proxy_next_upstream)%s",
+                    exchange.upstream_addr, status, self._context())
+        self._again(exchange, route)
+        return True
+
+    def _again(self, exchange: Exchange, route: Route) -> None:
         self._drop_upstream()
         self._disarm()
         self.reader.events.appendleft((END, None))  # the request is whole: it goes again
         self.connect_task = self.loop.create_task(self._connect(exchange, route))
-        return True
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:
@@ -515,7 +534,7 @@ class ClientConnection(Deadlines, asyncio.Protocol):
                         else Exchange(_NO_HEAD, False, self.head_started, self.head_wall))
             self.exchange = exchange
         if exchange.answer(error.status):
-            self.transport.write(http1.error_response(error.status))
+            self.transport.write(local.error_response(self.worker.routes, exchange, error.status))
             # The client's mistakes are info, as in nginx: a flood of bad requests must not
             # flood the log at the default level (nor pay for lines nobody reads).
             client = error.status < 500 or error.status == 505

@@ -40,23 +40,26 @@ class Unreachable(Exception):
 
 async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,
                   started: float, context: Callable[[], str],
+                  tried: list[ServerState] | None = None,
                   ) -> tuple[UpstreamConnection, ServerState]:
     """A connection to a server of ``route``'s group, and the server, already counted
     (``acquire``d: the caller releases it). ``key``: the balancing key; ``started``: when
     the request began (for ``proxy_next_upstream_timeout``); ``context``: the tail of an
     error-log line (client, request). If the task is cancelled meanwhile (the client
     left), nothing stays counted. A local error (``limits``) is nobody's fault but ours:
-    no server is blamed, none is tried next, and the answer is 503."""
+    no server is blamed, none is tried next, and the answer is 503. ``tried``: the servers
+    this request has had already (each one picked is added)."""
     loop = asyncio.get_running_loop()
     location, group = route.location, route.group
-    tried: list[ServerState] = []
+    tried = [] if tried is None else tried
+    before = len(tried)
     timed_out = False
     deadline = started + location.next_upstream_timeout if location.next_upstream_timeout \
         else None
     while True:
         server = group.pick(time.monotonic(), key, tried)
         if server is None:
-            if not tried:
+            if len(tried) == before:
                 log.error("no live upstreams in %s%s", group.name, context())
             raise Unreachable(504 if timed_out else 502)
         tried.append(server)
@@ -89,10 +92,16 @@ async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,
             tries = location.next_upstream_tries
             if (tries and len(tried) >= tries) or (
                 deadline is not None and time.monotonic() >= deadline
-            ):
+            ) or not goes_next(location.next_upstream, "timeout" if timed_out else "error"):
                 raise Unreachable(504 if timed_out else 502) from None
             continue
         return conn, server
+
+
+def goes_next(conditions: tuple[str, ...], condition: str) -> bool:
+    """nginx's proxy_next_upstream: whether ``condition`` ("error", "timeout", "http_502")
+    sends the request to the next server."""
+    return condition in conditions and "off" not in conditions
 
 
 def _reason(error: BaseException, timeout: float) -> str:

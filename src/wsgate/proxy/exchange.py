@@ -17,7 +17,8 @@ from enum import Enum
 from wsgate.proxy import handshake, http1
 from wsgate.proxy.accesslog import Entry
 from wsgate.proxy.http1 import BodyFraming, HeadError, Headers, RequestHead
-from wsgate.proxy.routes import Route
+from wsgate.proxy.routes import Route, VirtualHost
+from wsgate.proxy.servers import ServerState
 from wsgate.proxy.variables import Variables
 
 NON_IDEMPOTENT = frozenset((b"POST", b"PATCH", b"LOCK"))
@@ -130,10 +131,9 @@ class Exchange:
 
     __slots__ = (
         "body_received", "bytes_sent", "cause", "chunked", "close_delimited", "connect_time",
-        "framing", "head", "header_time", "idle_timeout", "keep_alive", "override", "request",
-        "response", "route",
-        "started", "started_wall", "status", "target", "upgrade_key", "upstream_addr",
-        "upstream_keep_alive", "variables",
+        "framing", "head", "header_time", "host", "idle_timeout", "keep_alive", "override",
+        "request", "response", "route", "started", "started_wall", "status", "target", "tried",
+        "upgrade_key", "upstream_addr", "upstream_keep_alive", "variables",
     )
 
     def __init__(self, head: RequestHead, keep_alive: bool, started: float,
@@ -149,6 +149,10 @@ class Exchange:
         self.upgrade_key: bytes | None = None
         self.route: Route | None = None
         self.target = head.target
+        self.host: VirtualHost | None = None
+        """The server (nginx's ``server`` block) the request went to."""
+        self.tried: list[ServerState] = []
+        """The servers this request has had (proxy_next_upstream goes to others)."""
         self.override: int | None = None
         """An error page's status, which replaces the upstream's (nginx's error_page)."""
         self.idle_timeout = 75.0
@@ -206,7 +210,7 @@ class Exchange:
     def request_done(self) -> None:
         self._request(Request.SENDING, Request.SENT)
 
-    def retry(self) -> bool:
+    def retry(self, non_idempotent: bool = False) -> bool:
         """Whether the request may go again on another upstream connection, as nginx
         resends one whose kept-alive connection failed: only before any answer, not for
         the methods nginx never resends (POST, PATCH, LOCK: ``proxy_next_upstream``
@@ -214,11 +218,24 @@ class Exchange:
         not kept. If so, it is back to connecting."""
         if (self.response is not Response.WAITING or self.request is not Request.SENT
                 or self.framing.chunked or self.framing.length
-                or self.head.method in NON_IDEMPOTENT):
+                or (self.head.method in NON_IDEMPOTENT and not non_idempotent)):
             return False
         self.request = Request.CONNECTING
         self.upstream_addr = "-"
         return True
+
+    def next_upstream(self, status: int) -> bool:
+        """Whether an upstream's ``status`` sends the request to the next server (nginx's
+        ``proxy_next_upstream http_NNN``): a condition named, tries left, a server not had
+        yet, and :meth:`retry` allowing it (then it is back to connecting)."""
+        route = self.route
+        if route is None or route.target is None:
+            return False
+        conditions = route.location.next_upstream
+        tries = route.location.next_upstream_tries or len(route.group.servers)
+        return (f"http_{status}" in conditions and "off" not in conditions
+                and len(self.tried) < min(tries, len(route.group.servers))
+                and self.retry("non_idempotent" in conditions))
 
     # -- the response --------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from wsgate.proxy import http1, static
 from wsgate.proxy.dispatch import Dispatch, choose_host, dispatch, settle
 from wsgate.proxy.exchange import Exchange
 from wsgate.proxy.filesend import FileSender
-from wsgate.proxy.http1 import Headers, RequestHead
+from wsgate.proxy.http1 import HeadError, Headers, RequestHead
 from wsgate.proxy.location_values import REDIRECTS, ErrorPage
 from wsgate.proxy.mimetypes import STOCK_TYPES, Types, content_type
 from wsgate.proxy.routes import Route, Routes, Site, VirtualHost
@@ -88,6 +88,7 @@ def prepare(routes: Routes, site: Site, exchange: Exchange) -> Proxy | Answer:
     assert variables is not None
     exchange.check(None)
     host = choose_host(site, head, variables)
+    exchange.host = host
     exchange.idle_timeout = host.config.keepalive_timeout
     if exchange.idle_timeout <= 0:  # nginx: keepalive_timeout 0 turns keep-alive off
         exchange.keep_alive = False
@@ -246,8 +247,40 @@ def _error(routes: Routes, found: Dispatch, head: RequestHead, variables: Variab
     return _builtin(found, status, [*(extra or []), *http1.extra_headers(status)])
 
 
+def error_response(routes: Routes, exchange: Exchange, status: int) -> bytes:
+    """The whole answer for an error the proxy meets itself (502, 504, 413...), which ends
+    the connection: the location's error_page for it, if that is a file or a return (a
+    file over 1 MiB, or a page that would go upstream, gives the built-in page instead),
+    else nginx's built-in page."""
+    route, host, variables = exchange.route, exchange.host, exchange.variables
+    chosen = route.error_pages.get(status) if route is not None else None
+    answer: Answer | Proxy | None = None
+    if chosen is not None and route is not None and host is not None and variables is not None:
+        try:
+            answer = _page(routes, Dispatch(host, route, variables), exchange.head, variables,
+                           status, chosen, 0)
+        except HeadError:
+            answer = None
+    if not isinstance(answer, Answer) or answer.close or answer.length > MAX_PAGE:
+        if isinstance(answer, Answer):
+            answer.discard()
+        token = server_token(host.config.server_tokens) if host is not None else b"wsgate"
+        return http1.error_response(status, token)
+    body = answer.body
+    if answer.file is not None:
+        body = os.pread(answer.file, answer.length, answer.offset)
+        answer.discard()
+    head = head_of(answer, False, exchange.head.version == "1.0", static.http_date(time.time()))
+    return head + (b"" if exchange.head.method == b"HEAD" else body)
+
+
+MAX_PAGE = 1 << 20
+
+
 def _page(routes: Routes, found: Dispatch, head: RequestHead, variables: Variables,
           status: int, chosen: ErrorPage, depth: int) -> Answer | Proxy:
+    if head.method not in (b"GET", b"HEAD"):  # nginx asks for an error page with GET
+        head = dataclasses.replace(head, method=b"GET")
     target = variables.expand(_compiled(chosen.target))
     if target.startswith((b"http://", b"https://")):
         return _builtin(found, 302 if chosen.status in (None, 0) else chosen.status,

@@ -189,13 +189,13 @@ class Variables:
         compiled = self.maps[name]
         value, captures, named = compiled.table.lookup(self.expand(compiled.source))
         template = compiled.values[value]
-        if captures or named:
-            saved = self.captures, self.named
-            self.captures, self.named = captures, {**self.named, **named}
+        self.named.update(named)  # nginx: a regex's named captures are the request's now
+        if captures:
+            saved, self.captures = self.captures, captures
             try:
                 result = self.expand(template)
             finally:
-                self.captures, self.named = saved
+                self.captures = saved
         else:
             result = self.expand(template)
         cache[name] = result
