@@ -22,8 +22,8 @@ import pytest
 import trustme
 
 from client_helpers import free_port
-from proxy_helpers import closed_port
 from conftest import Spawn, require_nginx
+from proxy_helpers import closed_port
 
 CONF = """\
 user root;
