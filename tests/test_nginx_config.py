@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -220,3 +221,57 @@ def test_a_reload_reads_the_nginx_file_again(wsgate: Spawn, tmp_path: Path) -> N
     while answer() != b"two":
         assert time.monotonic() < deadline, "the reload did not take"
         time.sleep(0.05)
+
+
+LOCAL = ("http {{\n    server {{\n        listen 127.0.0.1:0;\n        root {root};\n"
+         "        location = /ret {{ return 200 \"ok\"; }}\n    }}\n}}\n")
+
+
+def _local_proxy(wsgate: Spawn, tmp_path: Path) -> int:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "page.html").write_text("<p>page</p>\n")
+    (tmp_path / "nginx.conf").write_text(LOCAL.format(root=tmp_path / "www"))
+    proxy = wsgate(["proxy", "-c", str(tmp_path / "nginx.conf")])
+    return int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
+
+
+def test_many_pipelined_local_answers(wsgate: Spawn, tmp_path: Path) -> None:
+    """Each answer of the proxy's own starts the next request from the loop, not from
+    inside itself: 400 pipelined requests get 400 answers (a nesting call chain would
+    end in RecursionError)."""
+    port = _local_proxy(wsgate, tmp_path)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /ret HTTP/1.1\r\nHost: a\r\n\r\n" * 399
+                     + b"GET /page.html HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 400
+    assert data.endswith(b"<p>page</p>\n")
+
+
+def test_head_of_a_file_has_one_length(wsgate: Spawn, tmp_path: Path) -> None:
+    port = _local_proxy(wsgate, tmp_path)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"HEAD /page.html HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert re.findall(rb"(?i)content-length: (\d+)", head) == [b"12"]
+    assert body == b""
+
+
+def test_an_answer_of_its_own_does_not_wait_for_a_100_continue_body(
+        wsgate: Spawn, tmp_path: Path) -> None:
+    port = _local_proxy(wsgate, tmp_path)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /ret HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 500000\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nok")
+    assert b"Connection: close" in data
+    assert time.monotonic() - started < 2

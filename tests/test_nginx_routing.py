@@ -53,6 +53,22 @@ http {{
         location / {{ return 404; }}
     }}
     server {{
+        listen 127.0.0.1:{http};
+        server_name static.test;
+        root {folder}/www;
+        location /api/ {{ proxy_pass http://api; }}
+        location /status/ {{ proxy_pass http://app; }}
+        location /tf/ {{ try_files /nope /status/x?from=tf; }}
+        location /ep/ {{ error_page 404 /status/y?from=ep; return 404; }}
+        location = /nl {{ return 200 "ok\n"; }}
+        location /loop {{ error_page 302 /loop; return 302 /elsewhere; }}
+    }}
+    server {{
+        listen 127.0.0.1:{http};
+        server_name ~^(\\w+)\\.regex\\.test$;
+        location / {{ return 200 "pos=$1"; }}
+    }}
+    server {{
         listen 127.0.0.1:{https} ssl;
         server_name example.com;
         ssl_certificate {folder}/com.pem;
@@ -219,6 +235,13 @@ REQUESTS: list[tuple[str, str, str, bool, dict[str, str]]] = [
     ("not modified", "/static/app.css", "example.com", True, {"If-Modified-Since": "<mtime>"}),
     ("a range", "/static/app.css", "example.com", True, {"Range": "bytes=0-3"}),
     ("a file by its own name", "/index.html", "example.com", True, {}),
+    ("no location matches: the server's root", "/static/app.css", "static.test", False, {}),
+    ("no location matches: the server's index", "/", "static.test", False, {}),
+    ("try_files fallback with its own args", "/tf/a?orig=1", "static.test", False, {}),
+    ("error_page with its own args", "/ep/a?orig=1", "static.test", False, {}),
+    ("return text kept verbatim", "/nl", "static.test", False, {}),
+    ("error_page of a redirect to itself", "/loop", "static.test", False, {}),
+    ("server_name regex capture", "/", "abc.regex.test", False, {}),
     ("error_page for a 502 of the proxy's own", "/down/x", "example.com", True, {}),
     ("proxy_next_upstream http_502", "/flaky/x", "example.com", True, {}),
 ]

@@ -386,6 +386,9 @@ def _location(key: str, body: object, path: KeyPath, inherited: dict[str, Any],
     label = _key(path)
     inner = {name: value for name, value in values.items() if name not in _LOCAL_FIELDS}
     children = _locations(table.get("location"), (*path, "location"), inner, upstreams)
+    if len(own.get("try_files", ())) == 1:
+        raise Invalid("needs files to try and then a fallback (nginx: invalid number of "
+                      'arguments), e.g. ["$uri", "=404"]', _key((*path, "try_files")))
     target = values.get("proxy_pass")
     if target is not None:
         with blame(_key((*path, "proxy_pass"))):

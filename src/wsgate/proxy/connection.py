@@ -215,7 +215,8 @@ class ClientConnection(Deadlines, asyncio.Protocol):
         assert exchange.route is not None
         if upstream is None:
             exchange.request_done()
-            self._respond(exchange)
+            if self.answer is not None:  # (one that expected 100-continue has it already)
+                self._respond(exchange)
             return
         if exchange.framing.chunked:
             upstream.transport.write(b"0\r\n\r\n")
@@ -245,6 +246,9 @@ class ClientConnection(Deadlines, asyncio.Protocol):
             return
         if isinstance(outcome, local.Answer):
             self.answer = outcome  # written once the request is read (its body is dropped)
+            if exchange.skips_body():
+                self._respond(exchange)
+                return
         else:
             exchange.target, exchange.override = outcome.target, outcome.status
             self.stall.timeout = route.location.send_timeout

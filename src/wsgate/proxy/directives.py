@@ -451,11 +451,12 @@ def check_servers(servers: Sequence[ServerConfig], method: str, where: Sequence[
 # -- headers and templates -----------------------------------------------------------------
 
 
-def template(value: str) -> str:
-    """A header value, hash key or other template: no CR, LF or NUL, and only variables
-    that exist (a request's, or a map's of this configuration)."""
-    if any(char in value for char in "\r\n\0"):
-        fail("must not contain CR, LF or NUL")
+def template(value: str, body: bool = False) -> str:
+    """A header value, hash key or other template: no CR, LF or NUL (a ``body``, such as
+    return's text, may hold line ends), and only variables that exist (a request's, or a
+    map's of this configuration)."""
+    if any(char in value for char in ("\0" if body else "\r\n\0")):
+        fail("must not contain NUL" if body else "must not contain CR, LF or NUL")
     position = 0
     maps = MAP_NAMES.get()
     while (dollar := value.find("$", position)) >= 0:

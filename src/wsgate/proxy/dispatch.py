@@ -49,6 +49,8 @@ def choose_host(site: Site, head: RequestHead, variables: Variables) -> VirtualH
     found = site.names.find(host)
     if found.named:
         variables.named.update(found.named)
+    if found.captures:
+        variables.captures = found.captures
     variables.server_name = found.value.config.name
     return found.value
 
@@ -66,8 +68,10 @@ def dispatch(routes: Routes, host: VirtualHost, head: RequestHead, variables: Va
     if uri is not None:
         variables.uri = uri
     match = host.match(path)
-    if match is None:
-        return Dispatch(host, host.fallback, variables, "none", 404)
+    if match is None:  # nginx: the server's own settings, so its root serves files
+        files = host.fallback.root is not None
+        return Dispatch(host, host.fallback, variables, "files" if files else "none",
+                        0 if files else 404)
     route = match.value
     if match.captures or match.named:
         variables.captures = match.captures
@@ -108,12 +112,12 @@ def _target(route: Route, head: RequestHead, variables: Variables, uri: bytes | 
     """The request target upstream, as nginx builds it: the client's as sent, unless
     proxy_pass has a URI part (it replaces the matched prefix of the normalised URI, or,
     with variables, the whole URI) or an internal redirect changed the URI."""
-    args = head.target.partition(b"?")[2]
+    args = head.target.partition(b"?")[2] if variables.args is None else variables.args
     tail = b"?" + args if args else b""
     if route.uri is None:
-        if uri is None:
+        if uri is None and variables.args is None:
             return head.target
-        return _escape(uri) + tail
+        return _escape(head.uri if uri is None else uri) + tail
     replacement = variables.expand(route.uri)
     if route.location.proxy_pass is not None and route.location.proxy_pass.variable:
         return replacement or b"/"

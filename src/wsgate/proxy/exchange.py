@@ -189,6 +189,15 @@ class Exchange:
         if handshake.wants_upgrade(head):
             self.upgrade_key = handshake.check_request(head)
 
+    def skips_body(self) -> bool:
+        """Whether the client waits for "100 Continue" before its body: an answer of the
+        proxy's own then goes at once, as nginx's, and the connection ends with it."""
+        expect = self.head.get(b"expect")
+        if expect is None or expect.strip().lower() != b"100-continue":
+            return False
+        self.keep_alive = False
+        return True
+
     def check_size(self, max_body: int | None) -> None:
         """The location's client_max_body_size against a declared length (413)."""
         length = self.framing.length

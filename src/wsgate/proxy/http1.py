@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
+from wsgate import __version__
+
 Headers = list[tuple[bytes, bytes]]
 """Header fields in arrival order, names as sent (compare them lowercased)."""
 
@@ -230,7 +232,11 @@ _EXTRA: dict[int, Headers] = {426: [(b"Sec-WebSocket-Version", b"13")],
 """What some answers must say besides: the version to use; when to come back."""
 
 
-def error_body(status: int, server: bytes = b"wsgate") -> bytes:
+SERVER = b"wsgate/" + __version__.encode()
+"""The Server header and the error pages' footer (nginx's ``server_tokens on``)."""
+
+
+def error_body(status: int, server: bytes = SERVER) -> bytes:
     """nginx's page for a status it answers itself, naming nothing internal."""
     phrase = reason_phrase(status)
     return (
@@ -245,7 +251,7 @@ def extra_headers(status: int) -> Headers:
     return list(_EXTRA.get(status, ()))
 
 
-def error_response(status: int, server: bytes = b"wsgate") -> bytes:
+def error_response(status: int, server: bytes = SERVER) -> bytes:
     """The proxy's own answer for an error that ends the connection."""
     body = error_body(status, server)
     headers: Headers = [

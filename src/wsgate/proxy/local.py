@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wsgate import __version__
 from wsgate.proxy import http1, static
 from wsgate.proxy.dispatch import Dispatch, choose_host, dispatch, settle
 from wsgate.proxy.exchange import Exchange
@@ -102,8 +101,9 @@ def prepare(routes: Routes, site: Site, exchange: Exchange) -> Proxy | Answer:
 
 def write(answer: Answer, exchange: Exchange, transport: asyncio.WriteTransport,
           paused: bool, done: Callable[[BaseException | None], None]) -> FileSender | None:
-    """Write the answer; ``done`` is called when it is all out (at once, for one without a
-    file; the FileSender's, which the caller keeps, for a file)."""
+    """Write the answer; ``done`` is called when it is all out, never from here (so that a
+    pipelined request after it does not nest in this call): from the loop for one without
+    a file, from the FileSender, which the caller keeps, for a file."""
     exchange.answered(answer.status)
     head = head_of(answer, exchange.keep_alive, exchange.head.version == "1.0",
                    static.http_date(time.time()))
@@ -111,7 +111,7 @@ def write(answer: Answer, exchange: Exchange, transport: asyncio.WriteTransport,
         body = b"" if exchange.head.method == b"HEAD" else answer.body
         exchange.sent(len(body))
         transport.write(head + body)
-        done(None)
+        asyncio.get_running_loop().call_soon(done, None)
         return None
     sender = FileSender(asyncio.get_running_loop(), transport, answer.file, answer.offset,
                         answer.length, done, head=head)
@@ -135,11 +135,11 @@ def _follow(routes: Routes, found: Dispatch, head: RequestHead, variables: Varia
         return _error(routes, found, head, variables, 500, depth, page=False)
     route = found.route
     if found.kind == "redirect":  # "/prefix" of a proxied "/prefix/" location
-        args = head.target.partition(b"?")[2]
+        args = _args(head, variables)
         location = (variables.uri or head.uri) + b"/" + (b"?" + args if args else b"")
-        return _redirect(routes, found, head, variables, 301, location)
+        return _redirect(routes, found, head, variables, 301, location, depth, page)
     if found.kind == "return":
-        return _returned(routes, found, head, variables, depth)
+        return _returned(routes, found, head, variables, depth, page)
     if found.kind == "none":
         return _error(routes, found, head, variables, 404, depth, page=page is None)
     if found.group is not None:
@@ -147,17 +147,21 @@ def _follow(routes: Routes, found: Dispatch, head: RequestHead, variables: Varia
     return _files(routes, found, head, variables, depth, page)
 
 
+def _args(head: RequestHead, variables: Variables) -> bytes:
+    return head.target.partition(b"?")[2] if variables.args is None else variables.args
+
+
 def _returned(routes: Routes, found: Dispatch, head: RequestHead, variables: Variables,
-              depth: int) -> Answer | Proxy:
+              depth: int, page: ErrorPage | None) -> Answer | Proxy:
     answer = found.route.answer
     status = found.status
     if status == 444:
         return Answer(found.route, _token(found), 444, [], close=True)
     text = b"" if answer is None else variables.expand(answer)
     if status in REDIRECTS and answer is not None:
-        return _redirect(routes, found, head, variables, status, text)
+        return _redirect(routes, found, head, variables, status, text, depth, page)
     if answer is None and status >= 300:
-        return _error(routes, found, head, variables, status, depth, page=True)
+        return _error(routes, found, head, variables, status, depth, page=page is None)
     # nginx types the text as a file of the URI's extension would be, else default_type
     kind = content_type(variables.uri or head.uri, types_of(routes),
                         found.route.location.default_type).encode("latin-1")
@@ -165,13 +169,14 @@ def _returned(routes: Routes, found: Dispatch, head: RequestHead, variables: Var
 
 
 def _redirect(routes: Routes, found: Dispatch, head: RequestHead, variables: Variables,
-              status: int, location: bytes) -> Answer | Proxy:
+              status: int, location: bytes, depth: int, page: ErrorPage | None
+              ) -> Answer | Proxy:
     if location.startswith(b"/"):
         location = static.absolute_location(location, variables.scheme,
                                             variables.variable("host"), variables.server_port)
-    page = found.route.error_pages.get(status)
-    if page is not None:
-        return _page(routes, found, head, variables, status, page, 0)
+    chosen = found.route.error_pages.get(status) if page is None else None
+    if chosen is not None:
+        return _page(routes, found, head, variables, status, chosen, depth)
     return _builtin(found, status, [(b"Location", location)])
 
 
@@ -192,19 +197,22 @@ def _files(routes: Routes, found: Dispatch, head: RequestHead, variables: Variab
         if isinstance(tried, static.Named):
             return _named(routes, found, head, variables, tried.name, depth)
         if isinstance(tried, static.Redirect):
-            return _internal(routes, found, head, variables, tried.uri, depth, page)
+            return _internal(routes, found, head, variables, tried.uri, tried.args, depth,
+                             page)
         if isinstance(tried, static.Answer):
             return _error(routes, found, head, variables, tried.status, depth, page is None)
         uri = tried.uri
         variables.uri = uri
     index = [variables.expand(item).decode("utf-8", "surrogateescape") for item in route.index]
     resolved = static.resolve(root, uri, index, method=head.method,
-                              args=head.target.partition(b"?")[2], index_redirect=True)
+                              args=_args(head, variables), index_redirect=True)
     if isinstance(resolved, static.Redirect):
-        return _internal(routes, found, head, variables, resolved.uri, depth, page)
+        return _internal(routes, found, head, variables, resolved.uri, resolved.args, depth,
+                         page)
     if isinstance(resolved, static.Answer):
         if resolved.location is not None:
-            return _redirect(routes, found, head, variables, resolved.status, resolved.location)
+            return _redirect(routes, found, head, variables, resolved.status, resolved.location,
+                             depth, page)
         return _error(routes, found, head, variables, resolved.status, depth, page is None)
     answer = static.file_head(resolved.uri, resolved.stat, head.method, head.get,
                               types=types_of(routes), default_type=location.default_type)
@@ -220,8 +228,10 @@ def _files(routes: Routes, found: Dispatch, head: RequestHead, variables: Variab
 
 
 def _internal(routes: Routes, found: Dispatch, head: RequestHead, variables: Variables,
-              uri: bytes, depth: int, page: ErrorPage | None) -> Proxy | Answer:
-    """Match the locations again for ``uri`` (nginx's internal redirect)."""
+              uri: bytes, args: bytes, depth: int, page: ErrorPage | None) -> Proxy | Answer:
+    """Match the locations again for ``uri`` with ``args`` (nginx's internal redirect: the
+    request's own args are gone unless the new URI names them)."""
+    variables.args = args
     again = dispatch(routes, found.host, head, variables, uri=uri)
     return _follow(routes, again, head, variables, depth + 1, page)
 
@@ -264,7 +274,7 @@ def error_response(routes: Routes, exchange: Exchange, status: int) -> bytes:
     if not isinstance(answer, Answer) or answer.close or answer.length > MAX_PAGE:
         if isinstance(answer, Answer):
             answer.discard()
-        token = server_token(host.config.server_tokens) if host is not None else b"wsgate"
+        token = server_token(host.config.server_tokens) if host is not None else http1.SERVER
         return http1.error_response(status, token)
     body = answer.body
     if answer.file is not None:
@@ -288,7 +298,7 @@ def _page(routes: Routes, found: Dispatch, head: RequestHead, variables: Variabl
     if target.startswith(b"@"):
         result = _named(routes, found, head, variables, target.decode("latin-1"), depth)
     else:
-        uri = target.partition(b"?")[0]
+        uri, _, variables.args = target.partition(b"?")
         again = dispatch(routes, found.host, head, variables, uri=uri)
         result = _follow(routes, again, head, variables, depth + 1, chosen)
     override = status if chosen.status is None else (chosen.status or None)
@@ -310,7 +320,7 @@ def _token(found: Dispatch) -> bytes:
 
 def server_token(tokens: bool) -> bytes:
     """The Server header and the pages' footer: with the version, unless server_tokens off."""
-    return b"wsgate/" + __version__.encode() if tokens else b"wsgate"
+    return http1.SERVER if tokens else b"wsgate"
 
 
 def head_of(answer: Answer, keep_alive: bool, http10: bool, date: bytes) -> bytes:
@@ -318,7 +328,8 @@ def head_of(answer: Answer, keep_alive: bool, http10: bool, date: bytes) -> byte
     a body), and whether the connection stays."""
     headers: Headers = [(b"Server", answer.server), (b"Date", date)]
     headers.extend(answer.headers)
-    if answer.file is None and answer.status not in (204, 304) and answer.status >= 200:
+    if (answer.file is None and answer.status not in (204, 304) and answer.status >= 200
+            and not any(name == b"Content-Length" for name, _ in answer.headers)):
         headers.append((b"Content-Length", b"%d" % len(answer.body)))
     if not keep_alive:
         headers.append((b"Connection", b"close"))

@@ -98,22 +98,20 @@ class Return:
 
 
 def return_(value: object) -> Return:
-    """``"301 https://$host$request_uri"``: the code, then everything after one space as
-    the text or URL, verbatim."""
+    """``"301 https://$host$request_uri"``: the code, then everything after the one space
+    that follows it as the text or URL, verbatim (a trailing newline included)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    written = text(value)
-    code, _, rest = written.partition(" ")
-    rest = rest.strip()
+    if not isinstance(value, str) or not value.strip():
+        must("", 'a string like "301 https://$host$request_uri"', value)
+    code, space, rest = value.lstrip().partition(" ")
     if code.startswith(("http://", "https://", "$scheme")):
-        return Return(302, template(written))
+        return Return(302, template(value.strip()))
     if not code.isdigit() or not 0 <= int(code) <= 999:
-        fail(f'must be "CODE [TEXT]" or a URL, got {show(written)} (e.g. "301 https://$host'
+        fail(f'must be "CODE [TEXT]" or a URL, got {show(value)} (e.g. "301 https://$host'
              '$request_uri")')
     status = int(code)
-    if rest[:1] in ("'", '"') and rest[-1:] == rest[:1] and len(rest) > 1:
-        rest = rest[1:-1]
-    return Return(status, template(rest) if rest else None)
+    return Return(status, template(rest, body=status not in REDIRECTS) if space else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,12 @@ mistake that running would (``nginx -t`` does the same). A file that cannot be u
 
 from __future__ import annotations
 
+import logging
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wsgate.errors import ConfigError, UsageError
 from wsgate.proxy.accesslog import AccessLog
@@ -21,6 +24,8 @@ from wsgate.proxy.logformat import LogFormat, compile_format
 from wsgate.proxy.server_names import ServerNames, valid_host
 from wsgate.proxy.variables import is_request_variable
 from wsgate.values import Invalid
+
+log = logging.getLogger(__name__)
 
 TLSContexts = dict[str, ssl.SSLContext]
 """The TLS context of each ssl listening address: its default server's certificate, and
@@ -142,7 +147,28 @@ def _with_sni(default: ssl.SSLContext, names: ServerNames[ssl.SSLContext | None]
                 sock.context = chosen
 
     default.sni_callback = choose
+    _quiet_undecodable_names()
     return default
+
+
+def _quiet_undecodable_names() -> None:
+    """CPython decodes the SNI name before calling the callback, and a client's name that
+    is not valid IDNA would print a traceback ("Exception ignored"): the handshake fails,
+    as it should, with one info line instead."""
+    previous = sys.unraisablehook
+    if getattr(previous, "wsgate_sni", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, UnicodeError) and getattr(
+                unraisable.object, "__qualname__", "").endswith("_with_sni.<locals>.choose"):
+            log.info("TLS handshake refused: the client's SNI name is not valid (%s)",
+                     unraisable.exc_value)
+            return
+        previous(unraisable)
+
+    hook.wsgate_sni = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _cannot_open(config: ProxyConfig, field: str, path: Path | None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from wsgate.proxy.config import Location, ProxyConfig, VirtualServer
-from wsgate.proxy.location_values import ErrorPage
+from wsgate.proxy.location_values import ErrorPage, MapConfig
 from wsgate.proxy.locations import Locations, Match, Node, parse_key
 from wsgate.proxy.maps import MapTable
 from wsgate.proxy.mimetypes import parse_types
@@ -127,14 +127,7 @@ class Routes:
                          upstream.keepalive)
             for name, upstream in config.upstreams.items()
         }
-        self.maps = {
-            name: CompiledMap(
-                compile_template(item.source),
-                MapTable(item.default, item.hostnames, item.values),
-                {value: compile_template(value)
-                 for value in (item.default, *(value for _, value in item.values))})
-            for name, item in config.maps.items()
-        }
+        self.maps = {name: _map(item) for name, item in config.maps.items()}
         self.types = None if config.types is None else parse_types(config.types)
         """Extension -> MIME type for files (None: nginx's stock mime.types)."""
         self.hosts = [VirtualHost(server, self) for server in config.servers]
@@ -191,6 +184,16 @@ class Routes:
     def target(self, name: str) -> Target | None:
         """The group a variable proxy_pass named, if the configuration has it."""
         return self.targets.get(name)
+
+
+def _map(item: MapConfig) -> CompiledMap:
+    try:
+        table = MapTable(item.default, item.hostnames, item.values)
+    except Invalid as error:
+        raise Invalid(error.message, error.where or f"map.{item.name}") from None
+    values = {value: compile_template(value)
+              for value in (item.default, *(value for _, value in item.values))}
+    return CompiledMap(compile_template(item.source), table, values)
 
 
 def _text(answer: object) -> Template | None:

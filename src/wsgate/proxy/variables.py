@@ -97,6 +97,8 @@ class Variables:
     uri: bytes | None = None
     """``$uri`` after an internal redirect (index, try_files, error_page)."""
     root: str = ""
+    args: bytes | None = None
+    """``$args`` after an internal redirect that named its own (or none)."""
     _cache: dict[str, bytes] | None = None
 
     def variable(self, name: str) -> bytes:
@@ -122,9 +124,9 @@ class Variables:
         if name == "request_uri":
             return head.target
         if name == "args" or name == "query_string":
-            return head.target.partition(b"?")[2]
+            return head.target.partition(b"?")[2] if self.args is None else self.args
         if name == "is_args":
-            return b"?" if b"?" in head.target and head.target.partition(b"?")[2] else b""
+            return b"?" if self.variable("args") else b""
         if name == "request_method":
             return head.method
         if name == "server_name":
