@@ -42,10 +42,7 @@ def choose_host(site: Site, head: RequestHead, variables: Variables) -> VirtualH
     raw = (head.get(b"host") or b"").strip(OWS)
     host = b""
     if raw:  # an empty Host is RFC 9112's for a target without authority (nginx: 400)
-        checked = valid_host(raw)
-        if checked is None:
-            raise HeadError(400, "invalid Host header")
-        host = checked
+        host = _HOSTS.get(raw) or _checked(raw)
     found = site.names.find(host)
     if found.named:
         variables.named.update(found.named)
@@ -53,6 +50,20 @@ def choose_host(site: Site, head: RequestHead, variables: Variables) -> VirtualH
         variables.captures = found.captures
     variables.server_name = found.value.config.name
     return found.value
+
+
+_HOSTS: dict[bytes, bytes] = {}
+"""Host headers seen, checked: a proxy sees a handful of names again and again."""
+
+
+def _checked(raw: bytes) -> bytes:
+    checked = valid_host(raw)
+    if checked is None:
+        raise HeadError(400, "invalid Host header")
+    if len(_HOSTS) >= 1024:
+        _HOSTS.clear()
+    _HOSTS[raw] = checked
+    return checked
 
 
 def dispatch(routes: Routes, host: VirtualHost, head: RequestHead, variables: Variables,

@@ -143,7 +143,9 @@ def _follow(routes: Routes, found: Dispatch, head: RequestHead, variables: Varia
     if found.kind == "none":
         return _error(routes, found, head, variables, 404, depth, page=page is None)
     if found.group is not None:
-        return Proxy(dataclasses.replace(route, target=found.group), found.target)
+        if found.group is not route.target:  # a variable chose it
+            route = dataclasses.replace(route, target=found.group)
+        return Proxy(route, found.target)
     return _files(routes, found, head, variables, depth, page)
 
 
