@@ -192,7 +192,7 @@ def _tables(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 _DOCUMENT = st.dictionaries(_TEXT, st.recursive(_LEAF, _tables, max_leaves=20), max_size=6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_DOCUMENT)
 def test_any_document_reads_back(document: dict[str, Any]) -> None:
     origins = {name: Origin("x.conf", 1, f"{name} \n;") for name in ("a", "b")}
