@@ -23,14 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wsgate.proxy import configfile, convert, nginxconf
+    from wsgate.proxy import configfile, configload, convert, nginxconf
 
     path = Path(args.file)
     translated = nginxconf.translate(path)
     origins = {label: f"{origin.file}:{origin.line}"
                for label, origin in translated.origins.items()}
-    configfile.from_document(translated.document, path.absolute().parent, args.file, origins,
-                             translated.ignored, "nginx")
+    configload.ready(configfile.from_document(translated.document, path.absolute().parent,
+                                              args.file, origins, translated.ignored, "nginx"))
     text = convert.to_toml(translated, path.name)
     if args.output is None:
         sys.stdout.write(text)
