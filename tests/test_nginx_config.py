@@ -16,6 +16,7 @@ import pytest
 
 from client_helpers import free_port
 from conftest import Proc, Spawn, run_held_open, run_wsgate
+from ops_helpers import children
 
 SEED = "Server received from client: "
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -133,19 +134,6 @@ def test_format_overrides_the_file_name(tmp_path: Path) -> None:
     assert as_nginx.returncode == 0, as_nginx.stderr
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_user_drops_the_workers_privileges_after_binding(wsgate: Spawn, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only a proxy started as root can become another user")
@@ -157,7 +145,7 @@ def test_user_drops_the_workers_privileges_after_binding(wsgate: Spawn, tmp_path
     port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
         assert response.read() == b"hi"
-    workers = _children(proxy.popen.pid)
+    workers = children(proxy.popen.pid)
     assert len(workers) >= 2
     for pid in workers:
         uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", Path(f"/proc/{pid}/status").read_text(),
