@@ -263,3 +263,35 @@ def test_an_answer_of_its_own_does_not_wait_for_a_100_continue_body(
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nok")
     assert b"Connection: close" in data
     assert time.monotonic() - started < 2
+
+
+def test_no_file_stays_open_after_refused_or_abandoned_requests(wsgate: Spawn,
+                                                                tmp_path: Path) -> None:
+    """A file chosen at the head is closed when the request is refused (413) or its client
+    leaves before the body is in."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.txt").write_text("a\n")
+    (tmp_path / "nginx.conf").write_text(
+        f"worker_processes 1;\nhttp {{\n    client_max_body_size 10;\n    server {{\n"
+        f"        listen 127.0.0.1:0;\n        root {tmp_path / 'www'};\n    }}\n}}\n")
+    proxy = wsgate(["proxy", "-c", str(tmp_path / "nginx.conf")])
+    port = int(proxy.expect(r"Listening on http://127\.0\.0\.1:(\d+)").group(1))
+    (worker,) = children(proxy.popen.pid)
+
+    def open_files() -> int:
+        return len(list(Path(f"/proc/{worker}/fd").iterdir()))
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/a.txt", timeout=5) as response:
+        assert response.read() == b"a\n"  # the worker is up and serving
+    time.sleep(0.2)
+    before = open_files()
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab")
+    deadline = time.monotonic() + 5
+    while open_files() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_files() <= before

@@ -122,8 +122,7 @@ class ClientConnection(Deadlines, asyncio.Protocol):
         self.phase = Phase.CLOSED
         self._disarm()
         self.stall.cancel()
-        if self.sender is not None:
-            self.sender.cancel()
+        local.abandon(self.sender, self.answer)
         self.worker.open.discard(self)
 
     def data_received(self, data: bytes) -> None:

@@ -93,7 +93,12 @@ def prepare(routes: Routes, site: Site, exchange: Exchange) -> Proxy | Answer:
         exchange.keep_alive = False
     outcome = decide(routes, host, head, variables)
     exchange.route = outcome.route
-    exchange.check_size(outcome.route.location.client_max_body_size)
+    try:
+        exchange.check_size(outcome.route.location.client_max_body_size)
+    except HeadError:
+        if isinstance(outcome, Answer):
+            outcome.discard()
+        raise
     if isinstance(outcome, Answer):
         exchange.head_sent("-")  # nothing goes upstream: the body is read and dropped
     return outcome
@@ -118,6 +123,14 @@ def write(answer: Answer, exchange: Exchange, transport: asyncio.WriteTransport,
     if paused:
         sender.pause()
     return sender
+
+
+def abandon(sender: FileSender | None, answer: Answer | None) -> None:
+    """The connection is gone: close the file being sent, or the one still to be."""
+    if sender is not None:
+        sender.cancel()
+    if answer is not None:
+        answer.discard()
 
 
 def decide(routes: Routes, host: VirtualHost, head: RequestHead, variables: Variables
