@@ -769,7 +769,7 @@ return = "301 https://$host$request_uri"
 [location."/gone"]
 return = 410
 [location."/hello"]
-return = "200 'hello, $remote_addr'"
+return = "200 hello, $remote_addr"
 [location."/elsewhere"]
 return = "https://example.com/"
 [location."/"]
