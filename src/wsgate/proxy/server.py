@@ -41,6 +41,7 @@ from wsgate.proxy.config import ProxyConfig
 from wsgate.proxy.connection import ClientConnection
 from wsgate.proxy.errorlog import ErrorLog
 from wsgate.proxy.listeners import BACKLOG, Bound, Sockets
+from wsgate.proxy.memory import Trimmer
 from wsgate.proxy.preflight import TLSContexts
 from wsgate.proxy.stats import PUSH_INTERVAL
 from wsgate.proxy.tunnel import CLOSE_TIMEOUT, State, Tunnel
@@ -86,6 +87,7 @@ class Serving:
         self.tasks: set[asyncio.Task[None]] = set()
         self.monitor: socket.socket | None = None
         self._monitor_given = monitor
+        self.trimmer = Trimmer()
         self._said = False
 
     # -- signals and the master's messages -------------------------------------------------
@@ -216,6 +218,7 @@ class Serving:
             try:
                 self.accepting.check()
                 self.push()
+                self.trimmer.observe(len(self.worker.open) + len(self.worker.tunnels))
             except Exception:  # a bug here must not stop the counts for good, nor serving
                 log.exception("worker %d: the once-a-second work failed", os.getpid())
 

@@ -1,0 +1,66 @@
+"""Giving memory back after a burst of connections closes.
+
+A burst of thousands of connections leaves the heap big: freed blocks stay in the
+allocator's free lists, and RSS stays at the peak (nginx's too: its pools keep the pages
+its connections touched). When the open connections fall well below their peak, this asks
+glibc to return free pages (``malloc_trim``), once, after a Python collection, so the next
+burst starts from a small process again. It runs from the worker's once-a-second work,
+never on a connection's path; where there is no glibc, it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+BURST = 1000
+"""Open connections that count as a burst worth trimming after."""
+FALL = 0.5
+"""Trim once the open connections are below this share of their peak."""
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+class Trimmer:
+    """Watches a worker's open connections (:meth:`observe`, once a second) and trims the
+    heap once after each burst has gone."""
+
+    __slots__ = ("_trim", "peak", "trims")
+
+    def __init__(self, trim: Callable[[int], int] | None = None) -> None:
+        self._trim = trim if trim is not None else _malloc_trim()
+        self.peak = 0
+        """The most connections open since the last trim."""
+        self.trims = 0
+
+    def observe(self, open_now: int) -> bool:
+        """Note the open connections; trim if a burst has fallen away. Whether it did."""
+        self.peak = max(self.peak, open_now)
+        if self.peak < BURST or open_now > self.peak * FALL:
+            return False
+        self.peak = open_now
+        if self._trim is None:
+            return False
+        started = time.monotonic()
+        gc.collect()
+        self._trim(0)
+        self.trims += 1
+        log.info("gave memory back after a burst (%.1f ms)", (time.monotonic() - started) * 1e3)
+        return True

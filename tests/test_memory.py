@@ -1,0 +1,46 @@
+"""Giving memory back after a burst (:mod:`wsgate.proxy.memory`): when to trim, and that the
+real malloc_trim is found and harmless."""
+
+from __future__ import annotations
+
+from wsgate.proxy.memory import BURST, Trimmer, _malloc_trim
+
+
+class Recorder:
+    """A malloc_trim that only notes its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, pad: int) -> int:
+        self.calls.append(pad)
+        return 1
+
+
+def test_a_burst_that_has_fallen_away_is_trimmed_once() -> None:
+    trim = Recorder()
+    trimmer = Trimmer(trim)
+    calls = trim.calls
+    for open_now in (10, BURST * 2, BURST * 2, BURST + 1):  # still over half the peak
+        assert not trimmer.observe(open_now)
+    assert trimmer.observe(BURST // 2)
+    for open_now in (BURST // 2, 10, 0, 0):  # the same burst, gone further: no second trim
+        assert not trimmer.observe(open_now)
+    assert calls == [0]
+    assert trimmer.observe(BURST * 3) is False and trimmer.observe(BURST)  # a new burst
+    assert calls == [0, 0] and trimmer.trims == 2
+
+
+def test_no_burst_no_trim() -> None:
+    trim = Recorder()
+    trimmer = Trimmer(trim)
+    calls = trim.calls
+    for open_now in (0, BURST - 1, 0, BURST - 1, 0):
+        assert not trimmer.observe(open_now)
+    assert calls == []
+
+
+def test_the_c_library_s_malloc_trim_is_found_and_runs() -> None:
+    trim = _malloc_trim()
+    assert trim is not None  # glibc, as on Debian (CI) and this machine
+    assert trim(0) in (0, 1)
