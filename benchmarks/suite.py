@@ -1,21 +1,29 @@
-"""wsgate proxy against nginx, side by side in one run, written to docs/benchmarks.md.
+"""wsgate proxy against its peers, side by side in one run, written to docs/benchmarks.md.
 
 Usage: python benchmarks/suite.py [--rounds 3] [--seconds 5] [--output docs/benchmarks.md]
+                                  [--targets nginx,haproxy,caddy]
        python benchmarks/suite.py --smoke --output /tmp/smoke.md   (seconds; what CI runs)
 
-It sets up what it needs: nginx from Debian's packages (run as the current user from its
-own prefix and config, never as a service) and Node's ws from the npm registry (for the
-Node reference row). In one run it measures the same load, driven by ``wsgate bench``,
-against: the upstream directly; nginx (the seed's config, one worker); and ``wsgate proxy``
-(the same config translated, one worker), both proxies in front of the same two upstream
+It sets up what it needs: the peers nginx, HAProxy and Caddy from Debian's packages (see
+benchmarks/peers.py: each run as the current user from its own prefix and config, never as
+a service, with one worker, thread or core, and the seed's semantics) and Node's ws from
+the npm registry (for the Node reference row). In one run it measures the same load,
+driven by ``wsgate bench``, against: the upstream directly; each peer; and ``wsgate proxy``
+(the seed's config translated, one worker), every proxy in front of the same two upstream
 ports of one ``wsgate echo`` process. Targets are interleaved (A B C A B C ...) for every
-round, and medians are reported.
+round, and medians are reported, every target side by side, the best peer in each cell in
+bold: that peer is wsgate's goal in the cell.
+
+By default every peer is measured: one that is missing is installed with apt-get when the
+suite runs as root, and skipped (with a note in the report) when it cannot be; nginx is
+required. ``--smoke`` installs nothing but nginx and adds HAProxy and Caddy only where they
+are already installed.
 
 Measured: messages/s and round-trip latency at 32 B and 4 KiB with 1, 50 and 500
 connections; each proxy's CPU seconds per 100k messages (utime+stime of its processes,
 children included, from /proc, inside the bench's measured window) and the whole
-machine's; RSS per idle proxied connection at 1k and ~10k connections (fresh proxies);
-handshakes/s.
+machine's; on fresh proxies, RSS per idle proxied connection at 1k and ~10k connections,
+and RSS fresh, holding them, and a couple of seconds after they close; handshakes/s.
 """
 
 from __future__ import annotations

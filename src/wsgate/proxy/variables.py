@@ -50,10 +50,6 @@ def compile_template(text: str) -> Template:
     return tuple(parts)
 
 
-def names(template: Template) -> list[str]:
-    return [part for part in template if isinstance(part, str)]
-
-
 def is_request_variable(name: str) -> bool:
     """Whether ``name`` is a variable every request has (maps aside)."""
     if name in REQUEST_VARIABLES or (name.isdigit() and len(name) == 1):
