@@ -4,20 +4,17 @@ Usage: python benchmarks/suite.py [--rounds 3] [--seconds 5] [--output docs/benc
                                   [--targets nginx,haproxy,caddy]
        python benchmarks/suite.py --smoke --output /tmp/smoke.md   (seconds; what CI runs)
 
-It sets up what it needs: the peers nginx, HAProxy and Caddy from Debian's packages (see
-benchmarks/peers.py: each run as the current user from its own prefix and config, never as
-a service, with one worker, thread or core, and the seed's semantics) and Node's ws from
-the npm registry (for the Node reference row). In one run it measures the same load,
-driven by ``wsgate bench``, against: the upstream directly; each peer; and ``wsgate proxy``
-(the seed's config translated, one worker), every proxy in front of the same two upstream
-ports of one ``wsgate echo`` process. Targets are interleaved (A B C A B C ...) for every
-round, and medians are reported, every target side by side, the best peer in each cell in
-bold: that peer is wsgate's goal in the cell.
+It sets up what it needs: the peers nginx, HAProxy and Caddy (benchmarks/peers.py: Debian's
+packages, each run from its own prefix and config with one worker, thread or core, and the
+seed's semantics) and Node's ws from the npm registry (for the Node reference row). In one
+run it measures the same load, driven by ``wsgate bench``, against: the upstream directly;
+each peer; and ``wsgate proxy`` (the seed's config translated, one worker), every proxy in
+front of the same two upstream ports of one ``wsgate echo`` process. Targets are
+interleaved (A B C A B C ...) for every round; medians are reported side by side, the best
+peer in each cell in bold: that peer is wsgate's goal there.
 
-By default every peer is measured: one that is missing is installed with apt-get when the
-suite runs as root, and skipped (with a note in the report) when it cannot be; nginx is
-required. ``--smoke`` installs nothing but nginx and adds HAProxy and Caddy only where they
-are already installed.
+By default every peer runs, installed by apt-get (as root) if missing, else skipped with a
+note; nginx is required. ``--smoke`` installs only nginx, and runs the others if present.
 
 Measured: messages/s and round-trip latency at 32 B and 4 KiB with 1, 50 and 500
 connections; each proxy's CPU seconds per 100k messages (utime+stime of its processes,
@@ -30,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,51 +45,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peers import KINDS, Peer, choose_peers
+
+# Re-exported: reload.py, faults*.py, soak.py and ab.py use them as suite.X.
+from peers import NGINX_CONF as NGINX_CONF
+from peers import Service as Service
+from peers import ensure_nginx as ensure_nginx
+from peers import free_port as free_port
+from peers import say as say
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WSGATE = [str(Path(sys.executable).parent / "wsgate")]
 TICKS = os.sysconf("SC_CLK_TCK")
 MARK_START = "<!-- results: written by benchmarks/suite.py -->"
 MARK_END = "<!-- end of results -->"
-
-NGINX_CONF = """\
-worker_processes 1;
-worker_rlimit_nofile {nofile};
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-events {{ worker_connections {connections}; }}
-http {{
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        '' close;
-    }}
-    upstream websocket {{
-        server 127.0.0.1:{up1};
-        server 127.0.0.1:{up2};
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
-        access_log {prefix}/access.log;
-        location / {{
-            proxy_pass http://websocket;
-            proxy_read_timeout 300s;
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-        }}
-    }}
-}}
-"""
+OURS = "wsgate proxy"
+NAN = float("nan")
 
 WSGATE_CONF = """\
 listen = ["127.0.0.1:{port}"]
@@ -149,36 +119,7 @@ class Scraper:
                     answer.read()
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 # -- setting up ---------------------------------------------------------------------------------
-
-def ensure_nginx() -> str:
-    """nginx from Debian's packages; the package's own service is never started."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
-                                      else None)
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SystemExit("nginx is needed: apt-get install nginx-light (or nginx)")
-    say("installing nginx-light from Debian's packages")
-    policy = Path("/usr/sbin/policy-rc.d")
-    created = not policy.exists()
-    if created:  # keep the package's post-install from starting a system service
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-    finally:
-        if created:
-            policy.unlink()
-    return shutil.which("nginx") or "/usr/sbin/nginx"
-
 
 def ensure_node_ws(cache: Path) -> Path | None:
     """Node's ws from the npm registry (for the reference row); None without Node."""
@@ -193,55 +134,6 @@ def ensure_node_ws(cache: Path) -> Path | None:
         subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix",
                         str(cache), "ws"], check=True, timeout=300)
     return modules
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Service:
-    name: str
-    argv: list[str]
-    port: int
-    env: dict[str, str] | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, env=self.env,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
-                                                                        timeout=0.5):
-                return
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited at start: {' '.join(self.argv)}")
-            time.sleep(0.05)
-        raise SystemExit(f"{self.name} did not start listening on {self.port}")
-
-    def pids(self) -> list[int]:
-        """The service's process and its children (nginx's master and worker)."""
-        assert self.proc is not None
-        found = [self.proc.pid]
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text(
-            ).split():
-                found.append(int(line))
-        return found
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -316,8 +208,14 @@ def bench(url: str, *extra: str) -> dict[str, object]:
     return result
 
 
+class Rounds:
+    def median(self, name: str) -> float:
+        values: list[float] = getattr(self, name)
+        return statistics.median(values) if values else NAN
+
+
 @dataclass
-class Cell:
+class Cell(Rounds):
     """Every round's figures for one target in one scenario."""
 
     rates: list[float] = field(default_factory=list)
@@ -326,9 +224,16 @@ class Cell:
     cpu: list[float] = field(default_factory=list)
     machine: list[float] = field(default_factory=list)
 
-    def median(self, name: str) -> float:
-        values: list[float] = getattr(self, name)
-        return statistics.median(values) if values else float("nan")
+
+@dataclass
+class Memory(Rounds):
+    """Every round's RSS figures for one proxy at one idle connection count: growth per
+    connection (KiB), and RSS (MiB) fresh, holding them, and seconds after they closed."""
+
+    per_connection: list[float] = field(default_factory=list)
+    fresh: list[float] = field(default_factory=list)
+    holding: list[float] = field(default_factory=list)
+    closed: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -367,10 +272,11 @@ def measure_throughput(targets: list[Target], sizes: list[int], connections: lis
     return cells
 
 
-def measure_idle(make: dict[str, Callable[[], Service]], counts: list[int], hold: float,
-                 rounds: int) -> dict[tuple[int, str], list[float]]:
-    """RSS growth per idle proxied connection, each measurement on a fresh proxy."""
-    found: dict[tuple[int, str], list[float]] = {}
+def measure_memory(make: dict[str, Callable[[], Service]], counts: list[int], hold: float,
+                   settle: float, rounds: int) -> dict[tuple[int, str], Memory]:
+    """RSS growth per idle proxied connection, and RSS fresh, holding them and ``settle``
+    seconds after they close, each round on a fresh proxy."""
+    found: dict[tuple[int, str], Memory] = {}
     for count in counts:
         say(f"idle memory: {count} connections")
         for _round in range(rounds):
@@ -379,7 +285,7 @@ def measure_idle(make: dict[str, Callable[[], Service]], counts: list[int], hold
                 service.start()
                 try:
                     time.sleep(0.3)
-                    before = rss_kib(service.pids())
+                    fresh = rss_kib(service.pids())
                     proc = subprocess.Popen(
                         [*WSGATE, "bench", f"ws://127.0.0.1:{service.port}/", "--mode",
                          "idle", "-c", str(count), "--hold", str(hold), "--json"],
@@ -387,11 +293,16 @@ def measure_idle(make: dict[str, Callable[[], Service]], counts: list[int], hold
                     assert proc.stderr is not None
                     line = proc.stderr.readline()
                     held = int(re.sub(r"\D", "", line.split(" connections")[0]) or 0)
-                    during = rss_kib(service.pids())
+                    holding = rss_kib(service.pids())
                     proc.communicate(timeout=hold + 120)
+                    time.sleep(settle)
+                    closed = rss_kib(service.pids())
                     if held:
-                        found.setdefault((count, name), []).append(
-                            (during - before) * 1024 / held)
+                        memory = found.setdefault((count, name), Memory())
+                        memory.per_connection.append((holding - fresh) / held)
+                        memory.fresh.append(fresh / 1024)
+                        memory.holding.append(holding / 1024)
+                        memory.closed.append(closed / 1024)
                 finally:
                     service.stop()
     return found
@@ -418,9 +329,6 @@ def versions(nginx: str, node_modules: Path | None) -> list[str]:
             return (out.stdout or out.stderr).strip().splitlines()[0]
         return "?"
 
-    import picows
-    import uvloop
-
     cpu = "?"
     with contextlib.suppress(OSError):
         cpu = next(line.split(":", 1)[1].strip() for line in
@@ -429,11 +337,12 @@ def versions(nginx: str, node_modules: Path | None) -> list[str]:
     if node_modules is not None:
         with contextlib.suppress(OSError, ValueError):
             ws_version = json.loads((node_modules / "ws" / "package.json").read_text())["version"]
+    package = importlib.metadata.version
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
         f"- nginx: {first_line([nginx, '-v'])}",
-        f"- wsgate: Python {platform.python_version()}, uvloop {uvloop.__version__}, "
-        f"picows {picows.__version__} (the echo upstream and the load generator)",
+        f"- wsgate: Python {platform.python_version()}, uvloop {package('uvloop')}, "
+        f"picows {package('picows')} (the echo upstream and the load generator)",
         f"- node: {first_line(['node', '--version'])}, ws {ws_version}",
     ]
 
@@ -476,57 +385,98 @@ def plot(cells: dict[tuple[int, int, str], Cell], names: list[str], sizes: list[
 
 
 def ratio(ours: float, theirs: float) -> str:
-    if not theirs or theirs != theirs or ours != ours:
-        return "-"
-    return f"{ours / theirs:.2f}x"
+    return "-" if not theirs or theirs != theirs or ours != ours else f"{ours / theirs:.2f}x"
 
 
-def render(cells: dict[tuple[int, int, str], Cell], names: list[str], sizes: list[int],
-           connections: list[int], idle: dict[tuple[int, str], list[float]],
+def best_peer(values: dict[str, float], peers: list[str], higher: bool) -> str | None:
+    """The peer with the best figure (the highest, or the lowest unless ``higher``)."""
+    known = [name for name in peers if values.get(name, NAN) == values.get(name, NAN)]
+    return (max if higher else min)(known, key=values.__getitem__) if known else None
+
+
+@dataclass
+class Figure:
+    """A figure in one cell: every target's median, and which way is better."""
+
+    lead: list[str]
+    values: dict[str, float]
+    shown: Callable[[float], str]
+    higher: bool
+
+    def row(self, names: list[str], peers: list[str]) -> str:
+        """Every target's figure side by side, the best peer's in bold."""
+        best = best_peer(self.values, peers, self.higher)
+        row = list(self.lead)
+        for name in names:
+            value = self.values.get(name, NAN)
+            text = self.shown(value) if value == value else "-"
+            row.append(f"**{text}**" if name == best else text)
+        return "| " + " | ".join(row) + " |"
+
+    def goal(self, peers: list[str]) -> str:
+        """wsgate against the best peer (and nginx)."""
+        best = best_peer(self.values, peers, self.higher)
+        ours = self.values.get(OURS, NAN)
+        target = f"{best} {self.shown(self.values[best])}" if best else "-"
+        against = ratio(ours, self.values[best]) if best else "-"
+        sign = "≥ 1" if self.higher else "≤ 1"
+        return (f"| {', '.join(self.lead)} ({sign}) | {target} | {against} | "
+                f"{ratio(ours, self.values.get('nginx', NAN))} |")
+
+
+def render(cells: dict[tuple[int, int, str], Cell], names: list[str], peers: list[str],
+           sizes: list[int], connections: list[int], memory: dict[tuple[int, str], Memory],
            storm: dict[str, list[float]], info: list[str], command: str,
            plots: list[str], args: argparse.Namespace) -> str:
+    count, one, three = "{:,.0f}".format, "{:.1f}".format, "{:.3f}".format
+    goals: list[Figure] = []
+
+    def table(heading: str, lead: list[str], figures: list[Figure], names: list[str]) -> list[str]:
+        return [f"### {heading}", "", "| " + " | ".join([*lead, *names]) + " |",
+                "|" + "---|" * len(lead) + "---:|" * len(names),
+                *[figure.row(names, peers) for figure in figures], ""]
+
+    throughput = []
+    for size in sizes:
+        for conns in connections:
+            for metric, label, shown, higher in (
+                    ("rates", "msg/s", count, True), ("p50", "p50 µs", count, False),
+                    ("p99", "p99 µs", count, False), ("cpu", "proxy CPU s/100k", three, False),
+                    ("machine", "machine CPU s/100k", three, False)):
+                values = {name: cells[(size, conns, name)].median(metric) for name in names
+                          if (size, conns, name) in cells}
+                throughput.append(Figure([f"{size} B", f"C={conns}", label], values, shown,
+                                         higher))
+                goals += [throughput[-1]] if metric in ("rates", "p99", "cpu") else []
+    held = []
+    for conns in sorted({c for c, _ in memory}):
+        for metric, label, shown in (
+                ("per_connection", "KiB per idle connection", one),
+                ("fresh", "RSS fresh, MiB", one), ("holding", "RSS holding, MiB", one),
+                ("closed", "RSS after close, MiB", one),
+                ("after/fresh", "RSS after close / fresh", "{:.2f}x".format)):
+            values = {name: (memory[(conns, name)].median(metric) if metric != "after/fresh"
+                             else memory[(conns, name)].median("closed")
+                             / memory[(conns, name)].median("fresh"))
+                      for name in names if (conns, name) in memory}
+            held.append(Figure([f"{conns:,} idle", label], values, shown, False))
+            goals += [held[-1]] if metric in ("per_connection", "closed", "after/fresh") else []
+    handshakes = Figure(["handshakes/s"], {name: statistics.median(rates) for name, rates
+                                           in storm.items()}, count, True)
+    goals.append(handshakes)
+    proxies = [name for name in names if name in [*peers, OURS]]
     out = [MARK_START, "", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-           f"with `{command}` ({args.rounds} interleaved rounds, medians).", "", *info, ""]
-    out += ["### Messages per second, latency and CPU", "",
-            "| size | conns | target | msg/s | p50 µs | p99 µs | proxy CPU s/100k | "
-            "machine CPU s/100k |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    for size in sizes:
-        for count in connections:
-            for name in names:
-                cell = cells.get((size, count, name))
-                if cell is None:
-                    continue
-                cpu = cell.median("cpu")
-                out.append(
-                    f"| {size} B | {count} | {name} | {cell.median('rates'):,.0f} | "
-                    f"{cell.median('p50'):,.0f} | {cell.median('p99'):,.0f} | "
-                    + (f"{cpu:.3f}" if cpu == cpu else "-")
-                    + f" | {cell.median('machine'):.3f} |")
-    out += ["", "### Goals: wsgate proxy against nginx (ratios of medians)", "",
-            "| size | conns | msg/s (≥ 1) | p99 (≤ 1) | proxy CPU/msg (≤ 1) |",
-            "|---|---|---:|---:|---:|"]
-    for size in sizes:
-        for count in connections:
-            ours = cells.get((size, count, "wsgate proxy"))
-            theirs = cells.get((size, count, "nginx"))
-            if ours and theirs:
-                out.append(f"| {size} B | {count} | "
-                           f"{ratio(ours.median('rates'), theirs.median('rates'))} | "
-                           f"{ratio(ours.median('p99'), theirs.median('p99'))} | "
-                           f"{ratio(ours.median('cpu'), theirs.median('cpu'))} |")
-    out += ["", "### Idle memory: RSS growth per proxied connection (fresh proxies)", "",
-            "| connections | nginx | wsgate proxy | ratio |", "|---:|---:|---:|---:|"]
-    for count in sorted({c for c, _ in idle}):
-        theirs = statistics.median(idle.get((count, "nginx"), [float("nan")]))
-        ours = statistics.median(idle.get((count, "wsgate proxy"), [float("nan")]))
-        out.append(f"| {count:,} | {theirs / 1024:.1f} KiB | {ours / 1024:.1f} KiB | "
-                   f"{ratio(ours, theirs)} |")
-    out += ["", "### Handshakes per second", "", "| target | handshakes/s |", "|---|---:|"]
-    for name, rates in storm.items():
-        out.append(f"| {name} | {statistics.median(rates):,.0f} |")
-    if "nginx" in storm and "wsgate proxy" in storm:
-        shown = ratio(statistics.median(storm["wsgate proxy"]), statistics.median(storm["nginx"]))
-        out.append(f"| ratio | {shown} |")
+           f"with `{command}` ({args.rounds} interleaved rounds, medians; the best peer in "
+           "each cell in **bold**: wsgate's goal there).", "", *info, "",
+           *table("Messages per second, latency and CPU", ["size", "conns", "figure"],
+                  throughput, names),
+           *table(f"Idle memory and RSS after close (fresh proxies: RSS fresh, holding the idle "
+                  f"connections, and {args.settle:g} s after they close)",
+                  ["connections", "figure"], held, proxies),
+           *table("Handshakes per second", ["figure"], [handshakes], proxies),
+           "### Goals: wsgate proxy against the best peer in each cell (ratios of medians)", "",
+           "| cell, figure | best peer | wsgate / best peer | wsgate / nginx |",
+           "|---|---|---:|---:|", *[figure.goal(peers) for figure in goals]]
     if plots:
         out += ["", *[f"![{plot}](benchmarks/{plot})" for plot in plots]]
     out += ["", MARK_END]
@@ -567,7 +517,12 @@ def main() -> None:
     parser.add_argument("--idle", default="1000,9500",
                         help="idle connection counts (default 1000,9500: 10k proxied "
                              "connections need 20k descriptors, over this machine's limit)")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="seconds after idle connections close before RSS is read again")
     parser.add_argument("--storm", type=int, default=3000, help="handshakes per storm run")
+    parser.add_argument("--targets", default=None,
+                        help="the peers, comma-separated, of " + ",".join(KINDS) + " (default: "
+                             "every one here or installable; wsgate proxy always runs)")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--smoke", action="store_true",
                         help="a run of seconds that only checks the suite works (for CI)")
@@ -578,28 +533,26 @@ def main() -> None:
     sizes, connections = [32, 4096], [1, 50, 500]
     idle_counts = [int(c) for c in args.idle.split(",")]
     if args.smoke:
-        args.rounds, args.seconds, args.warmup, args.storm = 1, 0.5, 0.2, 50
+        args.rounds, args.seconds, args.warmup, args.storm, args.settle = 1, 0.5, 0.2, 50, 0.5
         sizes, connections, idle_counts = [32], [1, 20], [50]
-    command = "python benchmarks/suite.py" + (" --smoke" if args.smoke else "") + (
-        " --status" if args.status else "")
-    statuses: list[int] = []
-    """The status ports of the wsgate proxies made (the first is the one measured)."""
+    argv = sys.argv[1:]  # the command as run, less where its report went
+    command = shlex.join(["python", "benchmarks/suite.py", *[
+        arg for i, arg in enumerate(argv)
+        if not (arg.startswith("--output") or (i and argv[i - 1] == "--output"))]])
+    statuses: list[int] = []  # the status ports of the wsgate proxies made (the first measured)
 
-    nginx = ensure_nginx()
+    peers, skipped = choose_peers(args.targets, args.smoke)
     node_modules = ensure_node_ws(Path(tempfile.gettempdir()) / "wsgate-bench-npm")
     prefix = Path(tempfile.mkdtemp(prefix="wsgate-bench-"))
     up1, up2 = free_port(), free_port()
     upstream = Service("wsgate echo", [*WSGATE, "echo", "--quiet", "--ping-interval", "0",
                                        "--port", str(up1), "--port", str(up2)], up1)
 
-    def make_nginx() -> Service:
-        port = free_port()
-        folder = prefix / f"nginx-{port}"
-        folder.mkdir()
-        conf = folder / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=folder, port=port, up1=up1, up2=up2,
-                                          connections=20000, nofile=20000))
-        return Service("nginx", [nginx, "-p", str(folder), "-c", str(conf)], port)
+    def maker(peer: Peer) -> Callable[[], Service]:
+        def make() -> Service:
+            port = free_port()
+            return peer.make(prefix / f"{peer.kind.key}-{port}", port, up1, up2)
+        return make
 
     def make_wsgate() -> Service:
         port = free_port()
@@ -609,34 +562,36 @@ def main() -> None:
         status = free_port() if args.status else None
         statuses.extend([] if status is None else [status])
         conf.write_text(wsgate_conf(folder, port, up1, up2, status))
-        return Service("wsgate proxy", [*WSGATE, "proxy", "-c", str(conf)], port)
+        return Service(OURS, [*WSGATE, "proxy", "-c", str(conf)], port)
 
+    makers = {peer.name: maker(peer) for peer in peers} | {OURS: make_wsgate}
     node: Service | None = None
     if node_modules is not None:
         node_port = free_port()
         node = Service("node ws", ["node", str(HERE / "node_echo.js"), str(node_port)],
                        node_port, env={**os.environ, "NODE_PATH": str(node_modules)})
-    proxy_nginx, proxy_wsgate = make_nginx(), make_wsgate()
-    services = [upstream, proxy_nginx, proxy_wsgate] + ([node] if node else [])
+    proxies = [make() for make in makers.values()]
+    services = [upstream, *proxies] + ([node] if node else [])
     with running(*services), contextlib.ExitStack() as scraping:
         if statuses:
             scraping.enter_context(Scraper(statuses[0]))
-        targets = [Target("upstream direct", None, up1), Target("nginx", proxy_nginx,
-                                                                 proxy_nginx.port),
-                   Target("wsgate proxy", proxy_wsgate, proxy_wsgate.port)]
-        if node is not None:
-            targets.insert(1, Target("node ws direct", None, node.port))
+        targets = [Target("upstream direct", None, up1)] + (
+            [Target("node ws direct", None, node.port)] if node is not None else []) + [
+            Target(proxy.name, proxy, proxy.port) for proxy in proxies]
         cells = measure_throughput(targets, sizes, connections, args)
-        storm = measure_storm(targets[-2:], args.storm, args.rounds)
+        storm = measure_storm(targets[-len(proxies):], args.storm, args.rounds)
     with running(upstream):
-        idle = measure_idle({"nginx": make_nginx, "wsgate proxy": make_wsgate}, idle_counts,
-                            hold=2.0 if not args.smoke else 0.5, rounds=args.rounds)
+        memory = measure_memory(makers, idle_counts, hold=2.0 if not args.smoke else 0.5,
+                                settle=args.settle, rounds=args.rounds)
     names = [t.name for t in targets]
     output = Path(args.output)
     plots = plot(cells, names, sizes, connections, output.parent / "benchmarks")
+    nginx = next((peer.binary for peer in peers if peer.kind.key == "nginx"), "nginx")
     info = versions(nginx, node_modules)
-    write(output, render(cells, names, sizes, connections, idle, storm, info, command, plots,
-                         args))
+    info[1:2] = [f"- {peer.name}: {peer.version()}" for peer in peers]
+    info += [f"- not measured: {why}" for why in skipped]
+    write(output, render(cells, names, [peer.name for peer in peers], sizes, connections,
+                         memory, storm, info, command, plots, args))
     shutil.rmtree(prefix, ignore_errors=True)
     say(f"wrote {output}")
 
