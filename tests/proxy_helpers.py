@@ -198,7 +198,21 @@ def stuck_port() -> Iterator[int]:
 
 
 def closed_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
+    """A port nothing listens on (bound, then closed): free for a test to listen on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_HELD: list[socket.socket] = []
+"""The sockets that keep refusing_port()'s ports taken for the rest of the run."""
+
+
+def refusing_port() -> int:
+    """A port that refuses connections for the whole run: bound and kept bound without
+    listening. A port closed at once (closed_port) could be given to a later bind(0), a
+    proxy's own listener say, and a proxy sent there would connect to itself."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])

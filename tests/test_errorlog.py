@@ -13,9 +13,9 @@ from pathlib import Path
 from conftest import Spawn, run_wsgate
 from proxy_helpers import (
     Recorder,
-    closed_port,
     exchange,
     handshake_request,
+    refusing_port,
     simple_config,
     start_proxy,
     status_of,
@@ -32,7 +32,7 @@ def line(level: str, message: str) -> str:
 
 
 def test_a_502_names_the_server_and_the_cause(wsgate: Spawn, tmp_path: Path) -> None:
-    port_down = closed_port()
+    port_down = refusing_port()
     proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{port_down}"))
     assert status_of(exchange(port, b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n")) == 502
     proxy.expect(line("error", re.escape(
@@ -41,7 +41,7 @@ def test_a_502_names_the_server_and_the_cause(wsgate: Spawn, tmp_path: Path) -> 
 
 
 def test_each_failed_try_has_its_line(wsgate: Spawn, tmp_path: Path) -> None:
-    first, second = closed_port(), closed_port()
+    first, second = refusing_port(), refusing_port()
     proxy, port = start_proxy(wsgate, tmp_path, simple_config(
         f"127.0.0.1:{first}", f"127.0.0.1:{second}"))
     assert status_of(exchange(port, handshake_request())) == 502
@@ -88,7 +88,7 @@ def test_a_wrong_101_is_a_502_with_its_line(wsgate: Spawn, tmp_path: Path) -> No
 
 def test_the_level_and_the_file(wsgate: Spawn, tmp_path: Path) -> None:
     log = tmp_path / "error.log"
-    _proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{closed_port()}"),
+    _proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{refusing_port()}"),
                                extra=f'error_log = "{log} info"')
     assert status_of(exchange(port, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n")) == 505
     assert status_of(exchange(port, b"GET /../x HTTP/1.1\r\nHost: a\r\n\r\n")) == 400
@@ -102,7 +102,7 @@ def test_the_level_and_the_file(wsgate: Spawn, tmp_path: Path) -> None:
 
 def test_client_mistakes_are_not_errors(wsgate: Spawn, tmp_path: Path) -> None:
     """nginx logs a client's bad request at info: the default level, error, leaves it out."""
-    proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{closed_port()}"))
+    proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{refusing_port()}"))
     assert status_of(exchange(port, b"GET /../x HTTP/1.1\r\nHost: a\r\n\r\n")) == 400
     assert status_of(exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")) == 502
     proxy.expect(r"\[error\] \d+: connect\(\) to", stream="err")
@@ -124,7 +124,7 @@ def children(pid: int) -> list[int]:
 
 
 def test_a_worker_death_and_its_replacement_are_logged(wsgate: Spawn, tmp_path: Path) -> None:
-    proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{closed_port()}"),
+    proxy, port = start_proxy(wsgate, tmp_path, simple_config(f"127.0.0.1:{refusing_port()}"),
                               extra="worker_processes = 2")
     deadline = time.monotonic() + 5
     while len(workers := children(proxy.popen.pid)) < 2 and time.monotonic() < deadline:

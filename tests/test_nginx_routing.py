@@ -23,7 +23,7 @@ import trustme
 
 from client_helpers import free_port
 from conftest import Spawn, require_nginx
-from proxy_helpers import closed_port
+from proxy_helpers import refusing_port
 
 CONF = """\
 user root;
@@ -177,7 +177,7 @@ def upstreams() -> Iterator[dict[str, int]]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers[name] = server
     ports = {name: server.server_address[1] for name, server in servers.items()}
-    yield {**ports, "dead": closed_port()}
+    yield {**ports, "dead": refusing_port()}
     for server in servers.values():
         server.shutdown()
         server.server_close()

@@ -21,12 +21,12 @@ from websockets.sync.client import ClientConnection, connect
 from conftest import Proc, Spawn, run_held_open, run_wsgate, start_echo, wsgate_command
 from proxy_helpers import (
     Recorder,
-    closed_port,
     exchange,
     handshake_request,
     listening,
     ok_response,
     read_answer,
+    refusing_port,
     simple_config,
     start_proxy,
     status_of,
@@ -203,7 +203,7 @@ def test_an_upstream_killed_mid_tunnel_gives_its_clients_close_1014(
 
 def test_all_upstreams_down_is_502(wsgate: Spawn, tmp_path: Path) -> None:
     _proxy, port = start_proxy(wsgate, tmp_path, simple_config(
-        f"127.0.0.1:{closed_port()}", f"127.0.0.1:{closed_port()}"))
+        f"127.0.0.1:{refusing_port()}", f"127.0.0.1:{refusing_port()}"))
     for request in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", handshake_request()):
         answer = exchange(port, request)
         assert status_of(answer) == 502

@@ -11,7 +11,6 @@ never on a connection's path; where there is no glibc, it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 import time
@@ -26,16 +25,19 @@ FALL = 0.5
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+    """glibc's malloc_trim from the C library this process already has loaded (no
+    ``find_library``, which runs ldconfig), or None (musl has none)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    return trim  # type: ignore[no-any-return]
+
+
+def _none(pad: int) -> int:
+    """No malloc_trim here."""
+    return 0
 
 
 class Trimmer:
@@ -45,7 +47,7 @@ class Trimmer:
     __slots__ = ("_trim", "peak", "trims")
 
     def __init__(self, trim: Callable[[int], int] | None = None) -> None:
-        self._trim = trim if trim is not None else _malloc_trim()
+        self._trim = trim
         self.peak = 0
         """The most connections open since the last trim."""
         self.trims = 0
@@ -57,6 +59,8 @@ class Trimmer:
             return False
         self.peak = open_now
         if self._trim is None:
+            self._trim = _malloc_trim() or _none
+        if self._trim is _none:
             return False
         started = time.monotonic()
         gc.collect()
