@@ -65,7 +65,7 @@ class Sizes:
     hold: float = 10.0
     requests: int = 50
     memory: int = 10000
-    settle: float = 2.0
+    settle: float = 5.0
     grace: float = 5.0
 
 

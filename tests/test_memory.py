@@ -23,11 +23,15 @@ def test_a_burst_that_has_fallen_away_is_trimmed_once() -> None:
     calls = trim.calls
     for open_now in (10, BURST * 2, BURST * 2, BURST + 1):  # still over half the peak
         assert not trimmer.observe(open_now)
-    assert trimmer.observe(BURST // 2)
-    for open_now in (BURST // 2, 10, 0, 0):  # the same burst, gone further: no second trim
+    assert not trimmer.observe(BURST // 2)  # under half, but still falling: wait
+    assert not trimmer.observe(10)
+    assert trimmer.observe(10)  # settled
+    for open_now in (10, 0, 0, 5):  # the same burst, gone further: no second trim
         assert not trimmer.observe(open_now)
     assert calls == [0]
-    assert trimmer.observe(BURST * 3) is False and trimmer.observe(BURST)  # a new burst
+    for open_now in (BURST * 3, BURST):  # a new burst, falling
+        assert not trimmer.observe(open_now)
+    assert trimmer.observe(BURST)
     assert calls == [0, 0] and trimmer.trims == 2
 
 
