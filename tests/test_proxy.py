@@ -602,7 +602,8 @@ def test_paths_that_escape_their_location_do_not_reach_it(wsgate: Spawn, tmp_pat
         config = (f'[upstream.api]\nserver = ["{recorder.address}"]\n'
                   '[location."/api/"]\nproxy_pass = "http://api"\n')
         _proxy, port = start_proxy(wsgate, tmp_path, config)
-        answer = exchange(port, f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        answer = exchange(port, f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+                                f"\r\n".encode())
         assert status_of(answer) == status
         assert recorder.heads == []
     finally:
@@ -624,7 +625,8 @@ def test_the_target_goes_upstream_byte_for_byte_and_matches_normalised(
                   '[location."/api/"]\nproxy_pass = "http://api"\n'
                   '[location."/"]\nproxy_pass = "http://other"\n')
         _proxy, port = start_proxy(wsgate, tmp_path, config)
-        answer = exchange(port, f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        answer = exchange(port, f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+                                f"\r\n".encode())
         assert status_of(answer) == 200
         chosen = api if location == "api" else other
         assert chosen.heads[0].split(b"\r\n")[0] == f"GET {target} HTTP/1.1".encode()
