@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,19 +137,45 @@ def test_a_nul_or_a_relative_uri_is_refused(root: Path) -> None:
     assert resolve(str(root), b"a.txt") == Answer(400)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root is never denied")
-def test_permission_denied_is_forbidden(root: Path) -> None:
-    (root / "secret.txt").write_bytes(b"s")
-    (root / "secret.txt").chmod(0)
-    (root / "locked").mkdir()
-    (root / "locked" / "index.html").write_bytes(b"i")
-    (root / "locked").chmod(0)
+def _denied_checks(site: Path) -> None:
+    assert isinstance(resolve(str(site), b"/open.txt"), Found)  # the user can read the rest
+    assert resolve(str(site), b"/secret.txt") == Answer(403)
+    assert resolve(str(site), b"/locked/index.html") == Answer(403)
+    assert resolve(str(site), b"/locked/") == Answer(403)
+
+
+def test_permission_denied_is_forbidden() -> None:
+    """As root nothing is denied, so the checks run in a child that became nobody (as a
+    worker with ``user nobody`` would), over a tree nobody can reach."""
+    site = Path(tempfile.mkdtemp(prefix="wsgate-static-"))
     try:
-        assert resolve(str(root), b"/secret.txt") == Answer(403)
-        assert resolve(str(root), b"/locked/index.html") == Answer(403)
-        assert resolve(str(root), b"/locked/") == Answer(403)
+        site.chmod(0o755)
+        (site / "open.txt").write_bytes(b"o")
+        (site / "open.txt").chmod(0o644)
+        (site / "secret.txt").write_bytes(b"s")
+        (site / "secret.txt").chmod(0)
+        (site / "locked").mkdir()
+        (site / "locked" / "index.html").write_bytes(b"i")
+        (site / "locked").chmod(0)
+        if os.geteuid() != 0:
+            _denied_checks(site)
+            return
+        nobody = pwd.getpwnam("nobody")
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                _denied_checks(site)
+                status = 0
+            finally:
+                os._exit(status)
+        _, wait_status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(wait_status) == 0, "the checks failed as nobody"
     finally:
-        (root / "locked").chmod(0o755)
+        (site / "locked").chmod(0o755)
+        shutil.rmtree(site)
 
 
 class FakeFS:
