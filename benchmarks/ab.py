@@ -11,7 +11,8 @@ worker, access log to a file). Each round measures both, old and new in ABBA ord
 (the second of two runs reads a few per cent worse on two shared cores), with this
 checkout's ``wsgate bench``: messages/s and the proxy's CPU per 100k messages (all its
 processes, from /proc, over the measured window) at ``--size`` bytes and ``--connections``;
-then handshakes/s (``--mode storm``). Medians, and every run, on stdout.
+then handshakes/s (``--mode storm``) and the proxy's CPU per handshake (its close
+included). Medians, and every run, on stdout.
 
 ``--status`` gives the new build's proxy a status listener (scraped once a second, as a
 Prometheus server would do it far less often) and a health check every second on both
@@ -41,8 +42,9 @@ def proxy(name: str, wsgate: str, folder: Path, upstreams: tuple[int, int],
 
 
 def one_run(service: suite.Service, args: argparse.Namespace,
-            status: int | None = None) -> tuple[float, float, float]:
-    """messages/s, proxy CPU seconds per 100k messages, handshakes/s."""
+            status: int | None = None) -> tuple[float, float, float, float]:
+    """messages/s, proxy CPU seconds per 100k messages, handshakes/s, and proxy CPU
+    microseconds per handshake."""
     service.start()
     scraping = contextlib.ExitStack()
     if status is not None:
@@ -63,8 +65,12 @@ def one_run(service: suite.Service, args: argparse.Namespace,
         rate = float(result["rate"])  # type: ignore[arg-type]
         # The window is warm-up plus the measured seconds: count the messages of both.
         messages = rate * (args.seconds + 1)
+        before = suite.cpu_seconds(pids)
         storm = suite.bench(url, "--mode", "storm", "-c", str(args.storm))
-        return rate, cpu / messages * 1e5, float(storm["rate"])  # type: ignore[arg-type]
+        time.sleep(0.5)  # the storm's connections close as the bench exits: count that too
+        per_handshake = (suite.cpu_seconds(pids) - before) / args.storm * 1e6
+        return (rate, cpu / messages * 1e5, float(storm["rate"]),  # type: ignore[arg-type]
+                per_handshake)
     finally:
         scraping.close()
         service.stop()
@@ -88,7 +94,7 @@ def main() -> None:
         echo = suite.Service("echo", [*suite.WSGATE, "echo", "--quiet", "--ping-interval",
                                       "0", "--port", str(up1), "--port", str(up2)], up1)
         builds = {"old": args.old, "new": args.new}
-        found: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
+        found: dict[str, list[tuple[float, float, float, float]]] = {"old": [], "new": []}
         with suite.running(echo):
             for index in range(args.rounds):
                 order = ["old", "new"] if index % 2 == 0 else ["new", "old"]
@@ -98,14 +104,16 @@ def main() -> None:
                                   args, status)
                     found[build].append(run)
                     suite.say(f"round {index + 1} {build}: {run[0]:,.0f} msg/s, "
-                              f"{run[1]:.3f} CPU s/100k, {run[2]:,.0f} handshakes/s")
+                              f"{run[1]:.3f} CPU s/100k, {run[2]:,.0f} handshakes/s, "
+                              f"{run[3]:.0f} CPU µs/handshake")
     print(f"{args.size} B, {args.connections} connections, {args.rounds} rounds (ABBA), "
           "medians:")
     for build in ("old", "new"):
         runs = found[build]
         print(f"  {build}: {statistics.median(r[0] for r in runs):,.0f} msg/s, "
               f"{statistics.median(r[1] for r in runs):.3f} CPU s per 100k messages, "
-              f"{statistics.median(r[2] for r in runs):,.0f} handshakes/s")
+              f"{statistics.median(r[2] for r in runs):,.0f} handshakes/s, "
+              f"{statistics.median(r[3] for r in runs):.0f} CPU µs per handshake")
 
 
 if __name__ == "__main__":

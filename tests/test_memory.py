@@ -3,6 +3,9 @@ real malloc_trim is found and harmless."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from wsgate.proxy.memory import BURST, Trimmer, _malloc_trim
 
 
@@ -48,3 +51,14 @@ def test_the_c_library_s_malloc_trim_is_found_and_runs() -> None:
     trim = _malloc_trim()
     assert trim is not None  # glibc, as on Debian (CI) and this machine
     assert trim(0) in (0, 1)
+
+
+def test_a_worker_collector_leaves_startup_objects_alone() -> None:
+    """In a process of its own (the setting is process-wide): after tune_collector the
+    objects alive at start are frozen, and young collections are YOUNG allocations apart."""
+    code = ("import gc; from wsgate.proxy import memory; memory.tune_collector(); "
+            "print(gc.get_freeze_count(), gc.get_threshold()[0], memory.YOUNG)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()
+    frozen, young, expected = map(int, out)
+    assert frozen > 1_000 and young == expected > 700

@@ -22,15 +22,7 @@ from wsgate.proxy.balancer import ip_hash_key
 from wsgate.proxy.config import VirtualServer
 from wsgate.proxy.deadlines import Deadlines
 from wsgate.proxy.dispatch import rewrite_location
-from wsgate.proxy.exchange import (
-    Event,
-    Exchange,
-    Phase,
-    Reply,
-    Request,
-    Response,
-    advance,
-)
+from wsgate.proxy.exchange import Event, Exchange, Phase, Reply, Request, Response, advance
 from wsgate.proxy.filesend import FileSender
 from wsgate.proxy.flow import WRITE_HIGH_WATER, ReadGate, Stall
 from wsgate.proxy.headers import client_response_headers, upstream_request_headers
@@ -133,7 +125,8 @@ class ClientConnection(Deadlines, asyncio.Protocol):
             # A head refused before it is complete is logged from its first byte, as nginx.
             self.head_started = time.monotonic()
             self.head_wall = time.time()
-            self._arm(self._first().client_header_timeout)
+            if not self.fresh:  # nginx: a first request's deadline runs from the accept
+                self._arm(self._first().client_header_timeout)
         # Bytes after an upgrade request wait for the tunnel. Until some come, reading goes
         # on: that is how a client that leaves before the answer is noticed.
         if reader.feed(data, self._first()):
@@ -517,7 +510,8 @@ class ClientConnection(Deadlines, asyncio.Protocol):
             self.reader.start_head()
             self.head_started = time.monotonic()
             self.head_wall = time.time()
-            self._arm(self._first().client_header_timeout)
+            if not self.fresh:  # nginx: a first request's deadline runs from the accept
+                self._arm(self._first().client_header_timeout)
         else:
             self.phase = advance(self.phase, Event.DONE)
             self._arm(exchange.idle_timeout)

@@ -68,11 +68,7 @@ async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,
         if conn is not None:
             return conn, server
         try:
-            async with asyncio.timeout(location.connect_timeout):
-                _transport, conn = await loop.create_connection(
-                    partial(UpstreamConnection, server.address),
-                    server.config.host, server.config.port,
-                )
+            conn = await _connect_within(loop, server, location.connect_timeout)
         except asyncio.CancelledError:
             group.release(server)
             raise
@@ -96,6 +92,33 @@ async def connect(route: Route, key: bytes | None, pool: Pool, limits: Limits,
                 raise Unreachable(504 if timed_out else 502) from None
             continue
         return conn, server
+
+
+async def _connect_within(loop: asyncio.AbstractEventLoop, server: ServerState,
+                          timeout: float) -> UpstreamConnection:
+    """``create_connection`` within ``timeout`` (raises TimeoutError): a timer that cancels
+    this task, as ``asyncio.timeout`` does, without its context manager and task lookups,
+    which showed in a storm of handshakes."""
+    task = asyncio.current_task(loop)
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = loop.call_later(timeout, expire)
+    try:
+        _transport, conn = await loop.create_connection(
+            partial(UpstreamConnection, server.address), server.config.host, server.config.port)
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+    return conn
 
 
 def goes_next(conditions: tuple[str, ...], condition: str) -> bool:

@@ -84,6 +84,9 @@ class BodyFraming:
     length: int | None
 
 
+NO_BODY = BodyFraming(chunked=False, length=0)
+
+
 def normalize_path(path: bytes) -> bytes:
     """nginx's normalised path: %-escapes decoded, slashes merged, ``.`` and ``..``
     segments resolved. Raises HeadError 400 for what cannot be normalised: a path that
@@ -192,7 +195,7 @@ def check_request_head(head: RequestHead, max_body: int | None) -> BodyFraming:
         if max_body is not None and length > max_body:
             raise HeadError(413, "body over client_max_body_size")
         return BodyFraming(chunked=False, length=length)
-    return BodyFraming(chunked=False, length=0)
+    return NO_BODY
 
 
 def response_framing(status: int, headers: Headers, request_method: bytes) -> BodyFraming:

@@ -42,7 +42,9 @@ from wsgate.proxy import (
     channel,
     configload,
     inheritance,
+    ktls,
     listeners,
+    memory,
     monitor_link,
     pidfile,
     preflight,
@@ -151,6 +153,7 @@ class Master:
             serving = Serving(self.config, dict(self.sockets), resources.tls,
                               resources.access_log, resources.error_log, control, monitor)
             configload.drop_privileges(self.config)
+            memory.tune_collector()
             runtime.run(serving.run(own))
         except BaseException as error:
             log.critical("worker %d failed: %s", os.getpid(), error)
@@ -542,6 +545,8 @@ def run(config: ProxyConfig, path: str | None, argv: list[str], signals: Signals
                    for pid, control, retiring in passed.workers]
     resources = preflight.open_resources(config)  # before forking: one error, not N
     resources.error_log.install()
+    if resources.tls:
+        log.info("%s", ktls.notice())
     status = None
     try:
         status = inheritance.status_socket(config, passed.status)
