@@ -30,7 +30,14 @@ class StateError(Exception):
     mistake (clients' mistakes are :class:`~wsgate.proxy.http1.HeadError`)."""
 
 
-class Phase(Enum):
+class _Keyed(Enum):
+    """An enum used as a dict key on every request: its members are singletons, so their
+    identity is their hash (Enum's own ``__hash__`` is Python code, hashing the name)."""
+
+    __hash__ = object.__hash__
+
+
+class Phase(_Keyed):
     """Where a client connection is."""
 
     WAITING = "waiting"
@@ -44,7 +51,7 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
-class Event(Enum):
+class Event(_Keyed):
     HEAD_BYTES = "head bytes"
     BEGIN = "begin"
     DONE = "done"
@@ -70,7 +77,7 @@ def advance(phase: Phase, event: Event) -> Phase:
         raise StateError(f"{event.value} while {phase.value}") from None
 
 
-class Timer(Enum):
+class Timer(_Keyed):
     """What the connection's timer means, by phase."""
 
     NONE = "none"
