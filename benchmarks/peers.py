@@ -3,10 +3,14 @@
 Each comes from Debian's packages (installed with apt-get when the suite runs as root and
 the binary is missing; the package's own service is never started) and is run as the
 current user from its own config in a temp prefix, with one worker, thread or core
-(nginx ``worker_processes 1``, HAProxy ``nbthread 1``, Caddy ``GOMAXPROCS=1``). All three
-carry the seed's semantics: WebSocket upgrades balanced round robin over the same two
-upstream ports, a 300 s idle timeout on the tunnel (nginx's ``proxy_read_timeout 300s``),
-X-Forwarded-For and X-Real-IP set for the upstream, and an access log written to a file.
+(nginx ``worker_processes 1``, HAProxy ``nbthread 1``, Caddy ``GOMAXPROCS=1``) unless a
+:class:`Setup` says how many (``--workers``). All three carry the seed's semantics:
+WebSocket upgrades balanced round robin over the same two upstream ports, a 300 s idle
+timeout on the tunnel (nginx's ``proxy_read_timeout 300s``), X-Forwarded-For and X-Real-IP
+set for the upstream, and an access log written to a file. With a :class:`Tls` (``--tls``)
+each terminates TLS at its listener with the certificate given (nginx ``listen ... ssl``,
+HAProxy ``bind ... ssl crt``, Caddy ``tls CERT KEY``), its own TLS defaults otherwise, and
+speaks plain ws to the same upstreams.
 """
 
 from __future__ import annotations
@@ -194,6 +198,40 @@ def hard_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
+def swap(text: str, old: str, new: str) -> str:
+    """A config change that must apply: the config changing under us is an error."""
+    if old not in text:
+        raise ValueError(f"{old!r} is no longer in the config")
+    return text.replace(old, new)
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A server certificate and its key (PEM files), and both in one file (HAProxy's)."""
+
+    cert: Path
+    key: Path
+    both: Path
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How every proxy runs: its workers (a count, or "auto": one per core), and with
+    ``tls``, TLS terminated at its listener."""
+
+    workers: int | str = 1
+    tls: Tls | None = None
+
+    @property
+    def count(self) -> int:
+        """The workers as a number ("auto": this machine's cores)."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
+
+ONE = Setup()
+"""One worker, thread or core; no TLS: the default."""
+
+
 # -- installing ---------------------------------------------------------------------------------
 
 def find(binary: str) -> str | None:
@@ -242,32 +280,53 @@ def ensure_nginx() -> str:
 
 # -- the peers ----------------------------------------------------------------------------------
 
-Maker = Callable[[str, Path, int, int, int], Service]
-"""(binary, folder, port, up1, up2) -> the peer's service, its config written in folder."""
+Maker = Callable[[str, Path, int, int, int, Setup], Service]
+"""(binary, folder, port, up1, up2, setup) -> the peer's service, its config written in
+folder."""
 
 
-def make_nginx(binary: str, folder: Path, port: int, up1: int, up2: int) -> Service:
+def make_nginx(binary: str, folder: Path, port: int, up1: int, up2: int,
+               setup: Setup = ONE) -> Service:
     conf = folder / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=folder, port=port, up1=up1, up2=up2,
-                                      connections=20000, nofile=20000))
+    text = NGINX_CONF.format(prefix=folder, port=port, up1=up1, up2=up2, connections=20000,
+                             nofile=20000)
+    text = swap(text, "worker_processes 1;", f"worker_processes {setup.workers};")
+    if setup.tls is not None:
+        text = swap(text, f"listen 127.0.0.1:{port};",
+                    f"listen 127.0.0.1:{port} ssl;\n"
+                    f"        ssl_certificate {setup.tls.cert};\n"
+                    f"        ssl_certificate_key {setup.tls.key};\n"
+                    # nginx >= 1.23.4's default and wsgate's (1.22 leaves TLSv1.3 out)
+                    "        ssl_protocols TLSv1.2 TLSv1.3;")
+    conf.write_text(text)
     return Service("nginx", [binary, "-p", str(folder), "-c", str(conf)], port)
 
 
-def make_haproxy(binary: str, folder: Path, port: int, up1: int, up2: int) -> Service:
+def make_haproxy(binary: str, folder: Path, port: int, up1: int, up2: int,
+                 setup: Setup = ONE) -> Service:
     conf = folder / "haproxy.cfg"
     # Two descriptors per proxied connection, within the hard limit HAProxy may raise to.
     maxconn = max(1000, min(20000, (hard_nofile() - 200) // 2))
-    conf.write_text(HAPROXY_CONF.format(prefix=folder, port=port, up1=up1, up2=up2,
-                                        maxconn=maxconn))
+    text = HAPROXY_CONF.format(prefix=folder, port=port, up1=up1, up2=up2, maxconn=maxconn)
+    text = swap(text, "nbthread 1\n", f"nbthread {setup.count}\n")
+    if setup.tls is not None:
+        text = swap(text, f"bind 127.0.0.1:{port}\n",
+                    f"bind 127.0.0.1:{port} ssl crt {setup.tls.both}\n")
+    conf.write_text(text)
     return Service("HAProxy", [binary, "-db", "-f", str(conf)], port,
                    stdout=folder / "access.log")
 
 
-def make_caddy(binary: str, folder: Path, port: int, up1: int, up2: int) -> Service:
+def make_caddy(binary: str, folder: Path, port: int, up1: int, up2: int,
+               setup: Setup = ONE) -> Service:
     conf = folder / "Caddyfile"
-    conf.write_text(CADDY_CONF.format(prefix=folder, port=port, up1=up1, up2=up2).replace(
-        "    ", "\t"))  # caddy fmt's indentation
-    env = {**os.environ, "GOMAXPROCS": "1", "HOME": str(folder),
+    text = CADDY_CONF.format(prefix=folder, port=port, up1=up1, up2=up2)
+    if setup.tls is not None:  # the site's own certificate: auto_https stays off
+        text = swap(text, f"http://:{port} {{\n    bind 127.0.0.1\n",
+                    f"https://:{port} {{\n    bind 127.0.0.1\n"
+                    f"    tls {setup.tls.cert} {setup.tls.key}\n")
+    conf.write_text(text.replace("    ", "\t"))  # caddy fmt's indentation
+    env = {**os.environ, "GOMAXPROCS": str(setup.count), "HOME": str(folder),
            "XDG_CONFIG_HOME": str(folder / "config"), "XDG_DATA_HOME": str(folder / "data")}
     return Service("Caddy", [binary, "run", "--config", str(conf), "--adapter", "caddyfile"],
                    port, env=env)
@@ -302,9 +361,10 @@ class Peer:
     def name(self) -> str:
         return self.kind.name
 
-    def make(self, folder: Path, port: int, up1: int, up2: int) -> Service:
+    def make(self, folder: Path, port: int, up1: int, up2: int,
+             setup: Setup = ONE) -> Service:
         folder.mkdir(parents=True, exist_ok=True)
-        return self.kind.make(self.binary, folder, port, up1, up2)
+        return self.kind.make(self.binary, folder, port, up1, up2, setup)
 
     def version(self) -> str:
         with contextlib.suppress(Exception):

@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
+import trustme
 from websockets.sync.server import ServerConnection, serve
 
 from conftest import Spawn, run_wsgate, start_echo
-from proxy_helpers import closed_port
+from proxy_helpers import closed_port, simple_config, start_proxy
 
 
 def bench_json(*argv: str, timeout: float = 60) -> dict[str, object]:
@@ -80,6 +81,35 @@ def test_storm_counts_handshakes(wsgate: Spawn) -> None:
     assert isinstance(data["rate"], float) and data["rate"] > 0
 
 
+def test_wss_trusts_the_ca_given_or_checks_nothing(wsgate: Spawn, tmp_path: Path) -> None:
+    """wss:// to a real TLS endpoint (``wsgate proxy`` with an ECDSA certificate in front of
+    the echo server): ``--ca`` trusts the CA given, in every process and in storm mode too;
+    ``-n`` checks nothing; with neither the system's CAs do not know it, and nothing opens."""
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    authority = str(tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(authority)
+    _echo, echo_port = start_echo(wsgate, "--quiet")
+    _proxy, port = start_proxy(
+        wsgate, tmp_path, simple_config(f"127.0.0.1:{echo_port}"),
+        listen='"127.0.0.1:0 ssl"',
+        extra='ssl_certificate = "cert.pem"\nssl_certificate_key = "key.pem"')
+    url = f"wss://127.0.0.1:{port}/"
+    data = bench_json(url, "--ca", authority, "-c", "4", "-p", "2", "-t", "0.5",
+                      "--warmup", "0.1")
+    assert (data["status"], data["errors"], data["opened"]) == (0, 0, 4), data["first_error"]
+    assert isinstance(data["messages"], int) and data["messages"] > 0
+    storm = bench_json(url, "--cacert", authority, "--mode", "storm", "-c", "40")
+    assert (storm["status"], storm["opened"], storm["failed"]) == (0, 40, 0)
+    unchecked = bench_json(url, "-n", "--mode", "storm", "-c", "4")
+    assert (unchecked["status"], unchecked["opened"]) == (0, 4)
+    untrusted = run_wsgate("bench", url, "--mode", "storm", "-c", "2")
+    assert untrusted.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr.upper(), untrusted.stderr
+
+
 def test_idle_holds_and_counts_drops(wsgate: Spawn) -> None:
     echo, port = start_echo(wsgate, "--quiet")
     result = run_wsgate("bench", f"ws://127.0.0.1:{port}", "--mode", "idle", "-c", "30",
@@ -113,6 +143,8 @@ def test_unreachable_server_is_one_line_and_status_1() -> None:
         (["ws://x", "--warmup", "soon"], "argument --warmup: must be a duration like"),
         (["ws://x", "-p", "many"], 'argument -p/--processes: must be a positive integer'),
         (["ws://x", "--mode", "flood"], "argument --mode: invalid choice"),
+        (["wss://x", "--ca", "/no/such/ca.pem"],
+         "cannot read --ca file /no/such/ca.pem: No such file or directory"),
         (["ws://x", "--mode", "storm", "--plot", "x.png"], "--plot draws a throughput run"),
     ],
 )

@@ -4,6 +4,7 @@ assertions: speed lives in docs/benchmarks.md, measured by the full run)."""
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return importlib.import_module(name)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_suite_smoke_run_writes_the_report(tmp_path: Path) -> None:
     require_nginx()
     output = tmp_path / "benchmarks.md"
@@ -48,14 +49,28 @@ def test_suite_smoke_run_writes_the_report(tmp_path: Path) -> None:
     assert "| 32 B | C=20 | proxy CPU s/100k |" in report
     assert "RSS after close, MiB" in report and "**" in report  # the best peer, marked
     assert (tmp_path / "benchmarks" / "throughput.png").exists()
-    # Running it again keeps what is outside the results (the optimisation log).
+    assert "- proxies: 1 worker each" in report and "TLS terminated" not in report
+    # Running it again keeps what is outside the results (the optimisation log); this time
+    # with TLS at every proxy, and two workers each.
     output.write_text("# Benchmarks\n\nnotes before\n\n" + report.split("# Benchmarks\n\n", 1)[1]
                       + "\nnotes after\n")
-    subprocess.run([sys.executable, str(SUITE), "--smoke", "--output", str(output)],
-                   capture_output=True, text=True, timeout=220, check=True)
+    result = subprocess.run([sys.executable, str(SUITE), "--smoke", "--tls", "--workers", "2",
+                             "--output", str(output)],
+                            capture_output=True, text=True, timeout=220)
+    assert result.returncode == 0, result.stderr
     again = output.read_text()
     assert "notes before" in again and "notes after" in again
     assert again.count("### Goals") == 1
+    assert "- proxies: `--workers 2`: 2 workers each" in again and "`wsgate bench -p 2`" in again
+    for heading in ("### TLS terminated at the proxy: messages per second, latency and CPU",
+                    "### TLS terminated at the proxy: handshakes per second"):
+        assert heading in again
+    tls = again.split("### TLS terminated at the proxy", 1)[1]
+    header = next(line for line in tls.splitlines() if line.startswith("| size | conns |"))
+    assert "| nginx |" in header and "| wsgate proxy |" in header
+    assert "upstream direct" not in header
+    assert "| 32 B | C=20 | proxy CPU s/100k |" in tls and "| TLS handshakes/s |" in tls
+    assert "nginx TLSv1.3" in again and "wsgate proxy TLSv1.3" in again  # what was negotiated
 
 
 @pytest.mark.timeout(120)
@@ -124,3 +139,34 @@ def test_peer_configs_carry_the_seeds_semantics(monkeypatch: pytest.MonkeyPatch,
                  "127.0.0.1:8001 127.0.0.1:8002", "admin off"):
         assert line in text
     assert caddy.env["GOMAXPROCS"] == "1"
+
+
+def test_peer_configs_with_tls_and_workers(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """``--tls`` and ``--workers``: each proxy's own words for them, and the rest as before."""
+    peers = load("peers", monkeypatch)
+    suite = load("suite", monkeypatch)
+    tls = peers.Tls(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "both.pem")
+    setup = peers.Setup(workers="auto", tls=tls)
+    cores = os.cpu_count() or 1
+    made = {key: peers.Peer(peers.KINDS[key], key).make(tmp_path / key, 8000, 8001, 8002, setup)
+            for key in ("nginx", "haproxy", "caddy")}
+    nginx = (tmp_path / "nginx" / "nginx.conf").read_text()
+    for line in ("worker_processes auto;", "listen 127.0.0.1:8000 ssl;",
+                 f"ssl_certificate {tls.cert};", f"ssl_certificate_key {tls.key};",
+                 "ssl_protocols TLSv1.2 TLSv1.3;", "proxy_read_timeout 300s;"):
+        assert line in nginx
+    haproxy = (tmp_path / "haproxy" / "haproxy.cfg").read_text()
+    assert f"nbthread {cores}\n" in haproxy
+    assert f"bind 127.0.0.1:8000 ssl crt {tls.both}\n" in haproxy
+    caddy = (tmp_path / "caddy" / "Caddyfile").read_text()
+    assert "https://:8000 {" in caddy and f"\ttls {tls.cert} {tls.key}\n" in caddy
+    assert "auto_https off" in caddy and "lb_policy round_robin" in caddy
+    assert made["caddy"].env["GOMAXPROCS"] == str(cores)
+    wsgate = suite.wsgate_conf(tmp_path, 8000, 8001, 8002, setup=setup)
+    for line in ('listen = ["127.0.0.1:8000 ssl"]', 'worker_processes = "auto"',
+                 f'ssl_certificate = "{tls.cert}"', f'ssl_certificate_key = "{tls.key}"'):
+        assert line in wsgate
+    plain = suite.wsgate_conf(tmp_path, 8000, 8001, 8002, 9000, peers.Setup(workers=3))
+    assert "worker_processes = 3\n" in plain and 'listen = ["127.0.0.1:8000"]' in plain
+    assert 'status_listen = "127.0.0.1:9000"' in plain and "ssl" not in plain

@@ -5,6 +5,8 @@ a time T after a warm-up), ``storm`` (open N connections as fast as possible: ha
 and failures), ``idle`` (open N connections and hold them for a time H). Times are 500ms,
 10s, 1m30s or a bare number of seconds; sizes 32, 4k or 1m. Every reply is checked: it must be
 the payload sent, after the same prefix on every reply (the seed's server adds one).
+For wss://, --ca trusts a CA file and -n checks no certificate, as in ``wsgate connect``;
+no TLS session is resumed, so every handshake is a full one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from wsgate import values
 from wsgate.bench.plan import MODES, Plan, share
 from wsgate.bench.stats import Summary, WorkerResult, report, summarize
 from wsgate.client.options import normalize_url
+from wsgate.client.tls import build_context
 from wsgate.errors import Failure, UsageError
 
 SETUP_TIMEOUT = 120.0
@@ -66,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--processes", type=values.flag(_processes, "count"), default=1,
                         metavar="N|auto", help="load processes (default 1; auto: one per core)")
     parser.add_argument("-b", "--binary", action="store_true", help="send binary messages")
+    parser.add_argument("--ca", "--cacert", metavar="FILE",
+                        help="wss://: trust this CA (PEM) instead of the system's")
+    parser.add_argument("-n", "--no-check", action="store_false", dest="check",
+                        help="wss://: do not check the server's TLS certificate")
     parser.add_argument("--connect-timeout", type=values.duration_flag(zero=False),
                         default=10.0, metavar="TIME",
                         help="how long a handshake may take (default 10s)")
@@ -79,7 +86,7 @@ def _plans(args: argparse.Namespace, url: str) -> list[Plan]:
     whole = Plan(url=url, mode=args.mode, connections=args.connections, size=args.size,
                  depth=args.depth, seconds=args.seconds, warmup=args.warmup, hold=args.hold,
                  concurrency=args.concurrency, binary=args.binary,
-                 connect_timeout=args.connect_timeout)
+                 connect_timeout=args.connect_timeout, ca=args.ca, check=args.check)
     return share(whole, args.processes)
 
 
@@ -136,6 +143,7 @@ def _run(args: argparse.Namespace, url: str) -> Summary:
 
 def run(args: argparse.Namespace) -> int:
     url = normalize_url(args.url)
+    build_context(ca=args.ca, cert=None, key=None, passphrase=None, check=args.check)  # readable?
     if args.plot and args.mode != "throughput":
         raise UsageError("--plot draws a throughput run: use it with --mode throughput")
     if args.plot:

@@ -23,6 +23,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 from wsgate import runtime
 from wsgate.bench.plan import Plan
 from wsgate.bench.stats import TICK, WorkerResult
+from wsgate.client.tls import build_context
 
 
 class Meter:
@@ -123,12 +124,15 @@ async def _open(plan: Plan, meter: Meter, count: int,
     """Open ``count`` connections, ``concurrency`` at a time; failures are counted."""
     limit = asyncio.Semaphore(plan.concurrency)
     opened: list[tuple[WSTransport, Any]] = []
+    # One context for the process; no session is resumed, so every handshake is a full one.
+    context = build_context(ca=plan.ca, cert=None, key=None, passphrase=None, check=plan.check)
 
     async def one() -> None:
         async with limit:
             started = time.perf_counter_ns()
             try:
-                pair = await ws_connect(factory, plan.url, max_frame_size=1 << 26,
+                pair = await ws_connect(factory, plan.url, ssl_context=context,
+                                        max_frame_size=1 << 26,
                                         websocket_handshake_timeout=plan.connect_timeout)
             except Exception as error:
                 meter.result.failed += 1

@@ -27,6 +27,10 @@ class Plan:
     concurrency: int
     binary: bool
     connect_timeout: float
+    ca: str | None = None
+    """``--ca``: the CA (PEM) a wss:// server's certificate must chain to; else the system's."""
+    check: bool = True
+    """False (``-n``): the server's certificate is not checked."""
 
 
 def share(whole: Plan, processes: int) -> list[Plan]:
