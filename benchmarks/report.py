@@ -21,6 +21,8 @@ from measure import NAN, Cell, Memory, Storm
 MARK_START = "<!-- results: written by benchmarks/suite.py -->"
 MARK_END = "<!-- end of results -->"
 OURS = "wsgate proxy"
+PYTHON_TUNNEL = "wsgate proxy, Python tunnel"
+"""wsgate without its compiled tunnel core (WSGATE_SPLICE=0), where the build has one."""
 TLS_NOTE = ("wss:// from the load generator to each proxy (an ECDSA P-256 certificate made "
             "for the run, every peer's TLS defaults, the load generator resuming no session: "
             "every handshake is a full one); plain ws from the proxy to the same upstreams. "

@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import shlex
 import shutil
@@ -72,8 +73,8 @@ from peers import ensure_nginx as ensure_nginx
 from peers import free_port as free_port
 from peers import say as say
 from report import OURS as OURS
+from report import PYTHON_TUNNEL, Results, plot, render
 from report import Figure as Figure
-from report import Results, plot, render
 from report import versions as versions
 from report import write as write
 
@@ -295,6 +296,19 @@ def main() -> None:
 
         return {peer.name: maker(peer) for peer in peers} | {OURS: make_wsgate}
 
+    def python_tunnel() -> Service | None:
+        """wsgate once more with its tunnels in Python (``WSGATE_SPLICE=0``), if this build
+        has the compiled core: what the core is worth, in the throughput rows."""
+        if importlib.util.find_spec("wsgate.proxy._splice") is None:
+            return None
+        port = free_port()
+        folder = prefix / f"wsgate-python-{port}"
+        folder.mkdir()
+        conf = folder / "wsgate.toml"
+        conf.write_text(wsgate_conf(folder, port, up1, up2, None, setup))
+        return Service(PYTHON_TUNNEL, [*WSGATE, "proxy", "-c", str(conf)], port,
+                       env={**os.environ, "WSGATE_SPLICE": "0"})
+
     node: Service | None = None
     if node_modules is not None:
         node_port = free_port()
@@ -302,15 +316,18 @@ def main() -> None:
                        node_port, env={**os.environ, "NODE_PATH": str(node_modules)})
     plain = makers(setup)
     proxies = [make() for make in plain.values()]
-    services = [upstream, *proxies] + ([node] if node else [])
+    variant = python_tunnel()
+    extra = [variant] if variant is not None else []
+    services = [upstream, *proxies, *extra] + ([node] if node else [])
     with running(*services), contextlib.ExitStack() as scraping:
         if statuses:
             scraping.enter_context(Scraper(statuses[0]))
+        stormed = [Target(proxy.name, proxy, proxy.port) for proxy in proxies]
         targets = [Target("upstream direct", None, up1)] + (
             [Target("node ws direct", None, node.port)] if node is not None else []) + [
-            Target(proxy.name, proxy, proxy.port) for proxy in proxies]
+            *stormed, *(Target(e.name, e, e.port) for e in extra)]
         results = Results(measure_throughput(targets, sizes, connections, args, load), {},
-                          measure_storm(targets[-len(proxies):], args.storm, args.rounds, load))
+                          measure_storm(stormed, args.storm, args.rounds, load))
     tls_lines: list[str] = []
     if args.tls:
         tls, ca = make_certificate(prefix / "tls")

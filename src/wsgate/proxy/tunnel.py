@@ -10,16 +10,28 @@ other side stops reading, so no more than a fixed bound is ever buffered per dir
 The idle timer does not re-arm per read; it wakes every quarter of ``read_timeout`` and
 compares byte counts. Why a tunnel ended (:class:`Why`) is decided once, by its first
 cause, on the closing path only.
+
+Where the compiled core is built, a plain-TCP tunnel's steady state runs in C
+(:mod:`~wsgate.proxy.splice`): its transports are paused with empty write buffers while
+the core moves and counts the bytes and moves the cursor. Everything else is decided
+here: any other event takes the tunnel back to its transports first (:meth:`_take_back`),
+and this code goes on as if it had read every byte itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from wsgate.proxy import splice as splicing
 from wsgate.proxy.flow import WRITE_HIGH_WATER, Stall
 from wsgate.proxy.frames import Cursor, close_frame
+
+if TYPE_CHECKING:
+    from wsgate.proxy._splice import Splice
 
 IDLE_TICKS = 4
 CLOSE_TIMEOUT = 10.0
@@ -57,30 +69,52 @@ class TunnelEnd(asyncio.Protocol):
     """One side of a tunnel: what it reads goes to ``other``, what it cannot write stops
     ``other`` from reading."""
 
-    __slots__ = ("closing", "full", "other", "received", "transport", "tunnel")
+    __slots__ = ("closing", "count", "full", "other", "side", "splice", "transport", "tunnel")
 
-    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
+    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport,
+                 side: int = splicing.CLIENT) -> None:
         self.tunnel = tunnel
         self.transport = transport
         self.other: asyncio.Transport = transport
-        self.received = 0
+        self.count = 0
+        """Bytes this protocol read (:attr:`received` adds the C core's)."""
+        self.side = side
+        self.splice: Splice | None = None
+        """The tunnel's splice while the C core serves it (both ends hold it)."""
         self.closing = False
         self.full = False
         """Our transport paused writing: ``other`` is not read until it resumes."""
 
+    @property
+    def received(self) -> int:
+        """Bytes read from this side, by the transport or by the C core (read, not taken
+        back, so the idle timer and the metrics cost the core nothing)."""
+        splice = self.splice
+        if splice is None:
+            return self.count
+        if self.side == splicing.CLIENT:
+            return self.count + splice.client_received
+        return self.count + splice.upstream_received
+
+    @received.setter
+    def received(self, value: int) -> None:
+        self.count += value - self.received
+
     def data_received(self, data: bytes) -> None:
-        self.received += len(data)
+        self.count += len(data)
         self.other.write(data)
 
     def eof_received(self) -> bool:
         """Half-close: pass the EOF on after what is buffered (TLS cannot: close both)."""
+        self.tunnel.unsplice()  # told directly after a handover (handover.adopt)
         self.tunnel.ended_by(self, None)
         if self.other.can_write_eof() and not self.other.is_closing():
             self.other.write_eof()
             self.closing = True
             if self.tunnel.both_closing():
                 self.tunnel.close()
-            return True
+            # A TLS side closes itself whatever this says (and asyncio warns at True).
+            return self.transport.can_write_eof()
         self.tunnel.close()
         return False
 
@@ -94,8 +128,10 @@ class TunnelEnd(asyncio.Protocol):
         if not self.other.is_closing() and self.tunnel.state is not State.FROZEN:
             self.other.resume_reading()
         self.tunnel.stall.end()
+        self.tunnel._try_splice()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.unsplice()
         self.closing = True
         self.tunnel.ended_by(self, exc)
         self.tunnel.close()
@@ -107,12 +143,12 @@ class UpstreamEnd(TunnelEnd):
     __slots__ = ("cursor",)
 
     def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
-        super().__init__(tunnel, transport)
+        super().__init__(tunnel, transport, splicing.UPSTREAM)
         self.cursor = Cursor()
 
     def data_received(self, data: bytes) -> None:
         n = len(data)
-        self.received += n
+        self.count += n
         self.other.write(data)
         cursor = self.cursor
         i = cursor.left
@@ -125,12 +161,14 @@ class UpstreamEnd(TunnelEnd):
             cursor.advance(data)
 
     def eof_received(self) -> bool:
+        self.tunnel.unsplice()
         if self.cursor.closed:  # after its Close frame: the usual end, passed on
             return super().eof_received()
         self.tunnel.upstream_died(None)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.unsplice()
         if exc is not None and not self.closing and not self.cursor.closed:
             self.closing = True
             self.tunnel.upstream_died(exc)
@@ -188,8 +226,8 @@ class _Ending(asyncio.Protocol):
 class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
-    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_mark", "_timer", "client",
-                 "on_close", "read_timeout", "reason", "stall", "state", "upstream")
+    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_mark", "_plain", "_timer",
+                 "client", "on_close", "read_timeout", "reason", "stall", "state", "upstream")
 
     def __init__(
         self,
@@ -217,10 +255,17 @@ class Tunnel:
         self._mark = -1
         """The client's byte count when the upstream's Close frame passed (-1: none has)."""
         self.upstream.cursor.on_close = self._upstream_close_frame
+        self._plain = False
+        """Whether both sockets are plain TCP the C core may serve (known at start)."""
 
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def splice(self) -> Splice | None:
+        """The C core's hold on this tunnel, while it has one."""
+        return self.client.splice
 
     def start(self, from_client: bytes, from_upstream: bytes,
               full: tuple[bool, bool] = (False, False)) -> None:
@@ -242,7 +287,11 @@ class Tunnel:
             self.client.data_received(from_client)
         if from_upstream:
             self.upstream.data_received(from_upstream)
-        self._resume()
+        self._plain = (splicing.ENABLED and splicing.plain_socket(self.client.transport)
+                       is not None and splicing.plain_socket(self.upstream.transport)
+                       is not None)
+        if not self._try_splice():
+            self._resume()
         if self.read_timeout > 0:
             self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
 
@@ -265,6 +314,94 @@ class Tunnel:
                 self.close()
                 return
         self._timer = self._loop.call_later(self.read_timeout / IDLE_TICKS, self._tick)
+        if self.splice is None:  # one that could not be spliced at its last chance
+            self._try_splice()
+
+    # -- the C core ------------------------------------------------------------------------
+
+    def _try_splice(self) -> bool:
+        """Hand the tunnel to the C core if it can take it now: open, both sides read,
+        nothing waiting in a write buffer (so its sends cannot overtake the transports'),
+        and no Close frame from the upstream yet (the end is this code's). Returns whether
+        it did. Tried at the start, at a thaw, when a stalled side drains, at idle ticks."""
+        if not self._plain or self.splice is not None or self.state is not State.OPEN:
+            return False
+        client, upstream = self.client, self.upstream
+        if client.full or upstream.full or client.closing or upstream.closing:
+            return False
+        ct, ut = client.transport, upstream.transport
+        if (upstream.cursor.closed or ct.is_closing() or ut.is_closing()
+                or ct.get_write_buffer_size() or ut.get_write_buffer_size()):
+            return False
+        client_fd, upstream_fd = splicing.plain_socket(ct), splicing.plain_socket(ut)
+        if client_fd is None or upstream_fd is None:
+            self._plain = False
+            return False
+        try:
+            splice = splicing.join(self._loop, client_fd, upstream_fd, self._spliced,
+                                   upstream.cursor)
+        except (OSError, ValueError, OverflowError):
+            return False  # a cursor it cannot hold, or an fd limit: the next chance may do
+        client.splice = upstream.splice = splice
+        ct.pause_reading()
+        ut.pause_reading()
+        return True
+
+    def _take_back(self) -> None:
+        """The tunnel goes back to its transports: the core's byte counts and frame
+        position become the ends' own, and the bytes it read but could not send go first
+        into the write buffers (empty while it served them, so the order holds). Reading
+        stays paused: what comes next decides (:meth:`_resume`, or not)."""
+        client, upstream = self.client, self.upstream
+        splice = client.splice
+        if splice is None:
+            return
+        client.splice = upstream.splice = None
+        client.count += splice.client_received
+        upstream.count += splice.upstream_received
+        to_client, to_upstream = splicing.part(self._loop, splice)
+        cursor = upstream.cursor
+        cursor.left, cursor.held = splice.left, splice.held
+        if splice.closed and not cursor.closed:
+            cursor.closed = True
+            self._upstream_close_frame()
+        for end, kept in ((client, to_client), (upstream, to_upstream)):
+            if kept and not end.transport.is_closing():
+                end.transport.write(kept)
+            if end.full:  # the core's stall: from here the transport's flow control tells
+                end.full = False
+                self.stall.end()
+
+    def unsplice(self) -> None:
+        """Back to the transports, reading as they would be had they read every byte: for
+        an event they were told directly (an EOF or a close that came during a handover)."""
+        if self.splice is not None:
+            self._take_back()
+            self._resume()
+
+    def _spliced(self, kind: int, side: int, error: int) -> None:
+        """What the C core tells: a side stopped or started taking bytes (the Stall timer
+        is the same as the transports'), or it stopped serving the tunnel: the transports
+        read the EOF, or the rest, themselves; a socket error it met is the transport's,
+        as if its own read or write had failed."""
+        end = self.client if side == splicing.CLIENT else self.upstream
+        if kind == splicing.STALLED:
+            end.full = True
+            self.stall.begin(self.send_timed_out)
+            return
+        if kind == splicing.FLOWING:
+            end.full = False
+            self.stall.end()
+            return
+        self._take_back()
+        if kind == splicing.FAILED:
+            # uvloop's own path for a failed read or write: closed, connection_lost(exc).
+            force = getattr(end.transport, "_force_close", None)  # (private: may go)
+            if force is not None:
+                force(OSError(error, os.strerror(error)))
+            else:
+                end.transport.abort()
+        self._resume()
 
     # -- endings ---------------------------------------------------------------------------
 
@@ -291,6 +428,7 @@ class Tunnel:
         Close 1014 "bad gateway" (RFC 6455's registry) if the upstream stopped between
         frames, so that its library reports a gateway failure, not an abnormal close.
         Mid-frame nothing valid can follow, and the bare TCP close stays."""
+        self._take_back()
         self.ended_by(self.upstream, exc)
         client = self.client.transport
         if ((self.state is State.OPEN or self.state is State.FROZEN)
@@ -313,8 +451,10 @@ class Tunnel:
         if self.upstream.closing or self.client.transport.is_closing():
             self.close()  # the stream to the client has ended: no frame can follow it
             return
-        if self.state is State.FROZEN:
-            self.thaw()
+        if self.splice is not None or self.state is State.FROZEN:
+            self._take_back()
+            self.state = State.OPEN
+            self._resume()
         self.state = State.ENDING
         upstream = self.upstream
         ending = _Ending(upstream, None if upstream.cursor.closed else close_frame(code, reason))
@@ -326,6 +466,7 @@ class Tunnel:
         """Stop reading both sides (to move the tunnel); what is buffered still drains."""
         if self.state is not State.OPEN:
             return
+        self._take_back()
         self.state = State.FROZEN
         self.client.transport.pause_reading()
         self.upstream.transport.pause_reading()
@@ -333,16 +474,20 @@ class Tunnel:
     def thaw(self) -> None:
         if self.state is State.FROZEN:
             self.state = State.OPEN
-            self._resume()
+            if not self._try_splice():
+                self._resume()
 
     def drained(self) -> bool:
         """Whether nothing waits in either write buffer (the moment to move a frozen one)."""
-        return (self.client.transport.get_write_buffer_size() == 0
+        splice = self.splice
+        return ((splice is None or splice.pending == 0)
+                and self.client.transport.get_write_buffer_size() == 0
                 and self.upstream.transport.get_write_buffer_size() == 0)
 
     def detach(self) -> None:
         """Forget both transports without touching their sockets (another process holds
         them now, from duplicates): no close, no report."""
+        self._take_back()
         self._stop_timers()
         self.state = State.CLOSED
         for end in (self.client, self.upstream):
@@ -368,6 +513,7 @@ class Tunnel:
         ``abort``); report once."""
         if self.state is State.CLOSED:
             return
+        self._take_back()
         self.state = State.CLOSED
         self._stop_timers()
         for end in (self.client, self.upstream):

@@ -1,0 +1,18 @@
+"""The build of the optional C tunnel core (everything else is in pyproject.toml).
+
+``optional=True``: without a compiler, or off Linux, the build of the extension fails
+quietly and wsgate runs its pure-Python tunnel (:mod:`wsgate.proxy.splice` says which).
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+core = Extension(
+    "wsgate.proxy._splice",
+    sources=["src/wsgate/proxy/_splice.c"],
+    extra_compile_args=["-O2", "-std=gnu11"],
+    optional=True,
+)
+
+setup(ext_modules=[core] if sys.platform.startswith("linux") else [])
