@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from measure import NAN, Cell, Memory, Storm
 
@@ -45,6 +47,17 @@ class Results:
     tls_storm: dict[str, Storm] = field(default_factory=dict)
 
 
+def rounds(results: Results) -> dict[str, object]:
+    """Every round's figures, not only the medians the tables show (for the spread), as
+    JSON-ready data keyed "size/connections/target", "connections/target" or "target"."""
+    def keyed(table: Mapping[Any, Any]) -> dict[str, object]:
+        return {"/".join(map(str, key)) if isinstance(key, tuple) else str(key):
+                dataclasses.asdict(value) for key, value in table.items()}
+    return {"cells": keyed(results.cells), "memory": keyed(results.memory),
+            "storm": keyed(results.storm), "tls_cells": keyed(results.tls_cells),
+            "tls_storm": keyed(results.tls_storm)}
+
+
 def versions(nginx: str, node_modules: Path | None) -> list[str]:
     def first_line(argv: list[str]) -> str:
         with contextlib.suppress(Exception):
@@ -71,7 +84,9 @@ def versions(nginx: str, node_modules: Path | None) -> list[str]:
 
 
 def plot(cells: dict[tuple[int, int, str], Cell], names: list[str], sizes: list[int],
-         connections: list[int], folder: Path) -> list[str]:
+         connections: list[int], folder: Path, prefix: str = "") -> list[str]:
+    """Bar charts into ``folder``, each file name after ``prefix`` (a report other than
+    docs/benchmarks.md keeps its own charts)."""
     try:
         import matplotlib
     except ImportError:
@@ -101,9 +116,9 @@ def plot(cells: dict[tuple[int, int, str], Cell], names: list[str], sizes: list[
             axis.set_ylabel(label)
             axis.legend(fontsize=8)
         figure.tight_layout()
-        figure.savefig(folder / file, dpi=90)
+        figure.savefig(folder / (prefix + file), dpi=90)
         plt.close(figure)
-        written.append(file)
+        written.append(prefix + file)
     return written
 
 

@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -73,7 +74,7 @@ from peers import ensure_nginx as ensure_nginx
 from peers import free_port as free_port
 from peers import say as say
 from report import OURS as OURS
-from report import PYTHON_TUNNEL, Results, plot, render
+from report import PYTHON_TUNNEL, Results, plot, render, rounds
 from report import Figure as Figure
 from report import versions as versions
 from report import write as write
@@ -348,7 +349,8 @@ def main() -> None:
                                         settle=args.settle, rounds=args.rounds)
     names = [t.name for t in targets]
     output = Path(args.output)
-    plots = plot(results.cells, names, sizes, connections, output.parent / "benchmarks")
+    plots = plot(results.cells, names, sizes, connections, output.parent / "benchmarks",
+                 "" if output.stem == "benchmarks" else f"{output.stem}-")
     nginx = next((peer.binary for peer in peers if peer.kind.key == "nginx"), "nginx")
     info = versions(nginx, node_modules)
     info[1:2] = [f"- {peer.name}: {peer.version()}" for peer in peers]
@@ -356,6 +358,9 @@ def main() -> None:
     info += [f"- not measured: {why}" for why in skipped]
     write(output, render(results, names, [peer.name for peer in peers], sizes, connections,
                          info, command, plots, args))
+    spread = output.parent / "benchmarks" / f"{output.stem}-rounds.json"
+    spread.parent.mkdir(parents=True, exist_ok=True)
+    spread.write_text(json.dumps({"command": command, **rounds(results)}, indent=1) + "\n")
     shutil.rmtree(prefix, ignore_errors=True)
     say(f"wrote {output}")
 
