@@ -55,10 +55,9 @@ def test_the_c_library_s_malloc_trim_is_found_and_runs() -> None:
 
 def test_a_worker_collector_leaves_startup_objects_alone() -> None:
     """In a process of its own (the setting is process-wide): after tune_collector the
-    objects alive at start are frozen, and young collections are YOUNG allocations apart."""
-    code = ("import gc; from wsgate.proxy import memory; memory.tune_collector(); "
-            "print(gc.get_freeze_count(), gc.get_threshold()[0], memory.YOUNG)")
+    objects alive at start are frozen, and the thresholds are CPython's own."""
+    code = ("import gc; before = gc.get_threshold(); from wsgate.proxy import memory; "
+            "memory.tune_collector(); print(gc.get_freeze_count(), gc.get_threshold() == before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True).stdout.split()
-    frozen, young, expected = map(int, out)
-    assert frozen > 1_000 and young == expected > 700
+    assert int(out[0]) > 1_000 and out[1] == "True"

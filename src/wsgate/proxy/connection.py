@@ -510,8 +510,7 @@ class ClientConnection(Deadlines, asyncio.Protocol):
             self.reader.start_head()
             self.head_started = time.monotonic()
             self.head_wall = time.time()
-            if not self.fresh:  # nginx: a first request's deadline runs from the accept
-                self._arm(self._first().client_header_timeout)
+            self._arm(self._first().client_header_timeout)
         else:
             self.phase = advance(self.phase, Event.DONE)
             self._arm(exchange.idle_timeout)

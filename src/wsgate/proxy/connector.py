@@ -101,6 +101,7 @@ async def _connect_within(loop: asyncio.AbstractEventLoop, server: ServerState,
     which showed in a storm of handshakes."""
     task = asyncio.current_task(loop)
     assert task is not None
+    base = task.cancelling()  # a cancel pending before this one is not the timer's
     expired = False
 
     def expire() -> None:
@@ -113,7 +114,7 @@ async def _connect_within(loop: asyncio.AbstractEventLoop, server: ServerState,
         _transport, conn = await loop.create_connection(
             partial(UpstreamConnection, server.address), server.config.host, server.config.port)
     except asyncio.CancelledError:
-        if expired and task.uncancel() == 0:
+        if expired and task.uncancel() <= base:
             raise TimeoutError from None
         raise
     finally:

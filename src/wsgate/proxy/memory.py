@@ -9,10 +9,10 @@ again. It runs from the worker's once-a-second work, never on a connection's pat
 collection holds the worker's loop for a moment (about 0.2 s after 9,000 connections),
 once per burst. Where there is no glibc, it does nothing.
 
-The collector is also set for a worker's life (:func:`tune_collector`): a closed
-connection leaves no reference cycle (its objects go by reference count), so frequent
-generational collections only walk live connections again and again. They cost ~6% of a
-worker's time under a storm of handshakes; fewer and smaller ones cost almost nothing.
+A worker also freezes what it has at start (:func:`tune_collector`): the modules,
+configuration and routes are never garbage, and a full collection no longer walks them.
+The collection thresholds stay CPython's: a closed tunnel is a reference cycle (the tunnel
+and its two ends), which only a collection frees.
 """
 
 from __future__ import annotations
@@ -31,19 +31,12 @@ FALL = 0.5
 """Trim once the open connections are below this share of their peak."""
 
 
-YOUNG = 20_000
-"""Net new container objects between young-generation collections (CPython's default is
-700: a collection every ~25 handshakes; this makes one every ~700)."""
-
-
 def tune_collector() -> None:
-    """Once the worker is set up: its startup objects (modules, configuration, routes) move
-    out of the collector's sight for good (``gc.freeze``: a full collection no longer walks
-    them), and young collections become rarer."""
+    """Once the worker is set up: its startup objects move out of the collector's sight for
+    good (``gc.freeze``), so the collections a busy worker makes walk only its
+    connections."""
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG, older, oldest)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
