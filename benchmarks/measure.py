@@ -137,6 +137,20 @@ class Target:
         return f"{self.scheme}://127.0.0.1:{self.port}/"
 
 
+def add_cpu(proxy: list[float], machine: list[float], sampler: CpuSampler,
+            result: dict[str, object], unit: str, scale: float, pids: list[int]) -> None:
+    """Note the proxy's and the machine's CPU over the bench's window, per ``scale`` of
+    ``unit`` (the result's count of messages or of opened connections); none if it counted
+    none (and no proxy figure for a target that is no proxy)."""
+    window: list[float] = result["window"]  # type: ignore[assignment]
+    proc_cpu, machine_cpu = sampler.between(window[0], window[1])
+    count = float(result[unit])  # type: ignore[arg-type]
+    if count and pids:
+        proxy.append(proc_cpu / count * scale)
+    if count:
+        machine.append(machine_cpu / count * scale)
+
+
 def measure_throughput(targets: list[Target], sizes: list[int], connections: list[int],
                        args: argparse.Namespace,
                        load: list[str]) -> dict[tuple[int, int, str], Cell]:
@@ -159,13 +173,7 @@ def measure_throughput(targets: list[Target], sizes: list[int], connections: lis
                     cell.rates.append(rate)
                     cell.p50.append(latency["p50"])
                     cell.p99.append(latency["p99"])
-                    window: list[float] = result["window"]  # type: ignore[assignment]
-                    proc_cpu, machine_cpu = sampler.between(window[0], window[1])
-                    messages = float(result["messages"])  # type: ignore[arg-type]
-                    if messages and pids:
-                        cell.cpu.append(proc_cpu / messages * 1e5)
-                    if messages:
-                        cell.machine.append(machine_cpu / messages * 1e5)
+                    add_cpu(cell.cpu, cell.machine, sampler, result, "messages", 1e5, pids)
     return cells
 
 
@@ -228,11 +236,5 @@ def measure_storm(targets: list[Target], count: int, rounds: int,
                 result = bench(target.url, "--mode", "storm", "-c", str(count), *load)
             storm = found.setdefault(target.name, Storm())
             storm.rates.append(float(result["rate"]))  # type: ignore[arg-type]
-            window: list[float] = result["window"]  # type: ignore[assignment]
-            proc_cpu, machine_cpu = sampler.between(window[0], window[1])
-            opened = float(result["opened"])  # type: ignore[arg-type]
-            if opened and pids:
-                storm.cpu.append(proc_cpu / opened * 1e3)
-            if opened:
-                storm.machine.append(machine_cpu / opened * 1e3)
+            add_cpu(storm.cpu, storm.machine, sampler, result, "opened", 1e3, pids)
     return found
