@@ -10,7 +10,9 @@ from setuptools import Extension, setup
 
 core = Extension(
     "wsgate.proxy._splice",
-    sources=["src/wsgate/proxy/_splice.c"],
+    sources=["src/wsgate/proxy/_splice.c", "src/wsgate/proxy/_splice_tls.c"],
+    depends=["src/wsgate/proxy/_splice.h"],
+    libraries=["dl"],  # dlopen, for the OpenSSL that Python's _ssl links (_splice_tls.c)
     extra_compile_args=["-O2", "-std=gnu11"],
     optional=True,
 )

@@ -236,13 +236,14 @@ def render(results: Results, names: list[str], peers: list[str], sizes: list[int
                   ["connections", "figure"], [figure for _, figure in held], proxies),
            *table("Handshakes per second", ["figure"], storm, proxies)]
     if results.tls_cells or results.tls_storm:
-        secure = throughput_figures(results.tls_cells, proxies, sizes, connections)
+        columns = proxies + [name for name in (PYTHON_TUNNEL,) if name in results.tls_storm]
+        secure = throughput_figures(results.tls_cells, columns, sizes, connections)
         tls_storm = handshakes(results.tls_storm, "TLS ")
         out += [*table("TLS terminated at the proxy: messages per second, latency and CPU",
-                       ["size", "conns", "figure"], [figure for _, figure in secure], proxies,
+                       ["size", "conns", "figure"], [figure for _, figure in secure], columns,
                        note=TLS_NOTE),
                 *table("TLS terminated at the proxy: handshakes per second", ["figure"],
-                       tls_storm, proxies, note=HANDSHAKE_NOTE)]
+                       tls_storm, columns, note=HANDSHAKE_NOTE)]
         goals += [replace(figure, lead=["TLS", *figure.lead]) for metric, figure in secure
                   if metric in GOALS]
         goals += tls_storm[:2]

@@ -297,9 +297,10 @@ def main() -> None:
 
         return {peer.name: maker(peer) for peer in peers} | {OURS: make_wsgate}
 
-    def python_tunnel() -> Service | None:
+    def python_tunnel(setup: Setup) -> Service | None:
         """wsgate once more with its tunnels in Python (``WSGATE_SPLICE=0``), if this build
-        has the compiled core: what the core is worth, in the throughput rows."""
+        has the compiled core: what the core is worth, in the throughput rows (and, over
+        TLS, in the handshake rows: what joining the core costs a connection)."""
         if importlib.util.find_spec("wsgate.proxy._splice") is None:
             return None
         port = free_port()
@@ -317,7 +318,7 @@ def main() -> None:
                        node_port, env={**os.environ, "NODE_PATH": str(node_modules)})
     plain = makers(setup)
     proxies = [make() for make in plain.values()]
-    variant = python_tunnel()
+    variant = python_tunnel(setup)
     extra = [variant] if variant is not None else []
     services = [upstream, *proxies, *extra] + ([node] if node else [])
     with running(*services), contextlib.ExitStack() as scraping:
@@ -332,15 +333,19 @@ def main() -> None:
     tls_lines: list[str] = []
     if args.tls:
         tls, ca = make_certificate(prefix / "tls")
-        secure = [make() for make in makers(dataclasses.replace(setup, tls=tls)).values()]
-        with running(upstream, *secure), contextlib.ExitStack() as scraping:
+        secured = dataclasses.replace(setup, tls=tls)
+        secure = [make() for make in makers(secured).values()]
+        variant = python_tunnel(secured)
+        extra = [variant] if variant is not None else []
+        with running(upstream, *secure, *extra), contextlib.ExitStack() as scraping:
             if args.status:
                 scraping.enter_context(Scraper(statuses[-1]))
             agreed = ", ".join(f"{proxy.name} {negotiated(proxy.port, ca)}" for proxy in secure)
             tls_lines = [f"- TLS (`--tls`): an ECDSA P-256 certificate (trustme); the load "
                          f"generator: Python's ssl, {ssl.OPENSSL_VERSION}; negotiated: {agreed}"]
             say(f"TLS terminated at the proxy: {tls_lines[0]}")
-            targets_tls = [Target(proxy.name, proxy, proxy.port, "wss") for proxy in secure]
+            targets_tls = [Target(proxy.name, proxy, proxy.port, "wss")
+                           for proxy in [*secure, *extra]]
             trust = [*load, "--ca", str(ca)]
             results.tls_cells = measure_throughput(targets_tls, sizes, connections, args, trust)
             results.tls_storm = measure_storm(targets_tls, args.storm, args.rounds, trust)

@@ -2,7 +2,8 @@
 loopback TCP sockets on uvloop, as in the proxy: every rarer event takes it back to its
 transports, and what follows is the Python tunnel's own behaviour (the shutdown's Close
 frame between frames, freeze and detach for a handover, EOF and reset handling, the idle
-and send timeouts); without the core (or over TLS) the same tunnel runs in Python."""
+and send timeouts); without the core the same tunnel runs in Python (a TLS client's
+tunnel: test_splice_tls.py)."""
 
 from __future__ import annotations
 
@@ -311,7 +312,8 @@ def test_without_the_core_the_same_tunnel_runs_in_python(monkeypatch: pytest.Mon
     run(test)
 
 
-def test_tls_transports_are_never_spliced() -> None:
+def test_tls_transports_are_no_plain_sockets() -> None:
+    """The plain path takes no TLS transport (the core's TLS side takes it, by its session)."""
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("localhost").configure_cert(server_context)

@@ -1,4 +1,5 @@
-/* The steady state of a plain-TCP tunnel, in C: see wsgate/proxy/splice.py for the why.
+/* The steady state of a tunnel, in C: see wsgate/proxy/splice.py for the why. A client
+ * that speaks TLS has its records read and written by _splice_tls.c; all else is here.
  *
  * A Core is one epoll set per event loop; the loop watches its fd (loop.add_reader) and
  * calls Core.poll() when any spliced socket is ready, so one call serves every ready
@@ -31,55 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CHUNK 65536 /* one read; also the bound on bytes kept per direction */
-#define BATCH 128   /* events per poll(); the rest wait for the next loop iteration */
-#define MAX_HELD 13 /* frames.Cursor: a cut header is shorter than 14 bytes */
-
-enum { CLIENT = 0, UPSTREAM = 1 };
-enum { WAKE = 0, FAILED = 1, STALLED = 2, FLOWING = 3 };
-
-typedef unsigned __int128 u128; /* a 64-bit length plus a header cannot overflow it */
-
-typedef struct {
-    PyObject_HEAD
-    int epfd;
-    Py_ssize_t members;
-    char *buf;
-} Core;
-
-typedef struct {
-    char *data;
-    size_t off, len;
-} Kept;
-
-typedef struct {
-    u128 left;
-    unsigned char held[16];
-    int nheld;
-    int closed;
-} Cursor;
-
-typedef struct {
-    PyObject_HEAD
-    Core *core;          /* NULL once stopped */
-    PyObject *on_event;  /* NULL once stopped */
-    int fd[2];
-    int active;          /* in the epoll set */
-    uint32_t armed[2];   /* the events each fd is polled for */
-    unsigned long long received[2];
-    Kept kept[2];        /* kept[s]: read from side s, not yet sent to the other */
-    Cursor cursor;       /* of the bytes read from the upstream */
-} Splice;
-
-typedef struct {
-    Splice *splice; /* a new reference */
-    int kind, side, error;
-} Notice;
-
-typedef struct {
-    Notice notices[BATCH * 3]; /* per event: FLOWING, then STALLED, then a halt */
-    int count;
-} Batch;
+#include "_splice.h"
 
 static PyTypeObject CoreType, SpliceType;
 
@@ -157,7 +110,7 @@ static void advance(Cursor *c, const unsigned char *d, size_t n)
 
 /* -- the event loop's side ------------------------------------------------------------ */
 
-static void notice(Batch *b, Splice *s, int kind, int side, int error)
+void notice(Batch *b, Splice *s, int kind, int side, int error)
 {
     Notice *n = &b->notices[b->count++];
     Py_INCREF(s);
@@ -177,7 +130,7 @@ static void unregister(Splice *s)
     epoll_ctl(s->core->epfd, EPOLL_CTL_DEL, s->fd[1], NULL);
 }
 
-static void halt(Batch *b, Splice *s, int kind, int side, int error)
+void halt(Batch *b, Splice *s, int kind, int side, int error)
 {
     if (!s->active)
         return;
@@ -209,7 +162,7 @@ static void rearm(Batch *b, Splice *s)
 
 /* Send as much of data as the socket of side `to` takes now; returns how much, or -1
  * (with the splice halted) on an error. */
-static ssize_t send_some(Batch *b, Splice *s, int to, const char *data, size_t len)
+ssize_t send_some(Batch *b, Splice *s, int to, const char *data, size_t len)
 {
     size_t sent = 0;
     while (sent < len) {
@@ -226,12 +179,38 @@ static ssize_t send_some(Batch *b, Splice *s, int to, const char *data, size_t l
     return (ssize_t)sent;
 }
 
+/* Keep what the other side of `side` could not take (read from `side`): its source is no
+ * longer read and its destination is polled for POLLOUT. Returns -1 (halted) if it cannot. */
+int keep(Batch *b, Splice *s, int side, const char *data, size_t len)
+{
+    Kept *k = &s->kept[side];
+    char *grown = PyMem_RawRealloc(k->data, k->len + len); /* appends: a TLS alert */
+    if (grown == NULL) { /* cannot keep them: the loop gets none of them either */
+        halt(b, s, FAILED, 1 - side, ENOMEM);
+        return -1;
+    }
+    int fresh = k->data == NULL;
+    memcpy(grown + k->len, data, len);
+    k->data = grown;
+    k->len += len;
+    if (fresh) {
+        notice(b, s, STALLED, 1 - side, 0);
+        rearm(b, s);
+    }
+    return 0;
+}
+
 /* Side `side` is readable: one read, sent on to the other side. */
 static void pump(Batch *b, Splice *s, int side)
 {
     int to = 1 - side;
     char *buf = s->core->buf;
-    ssize_t n = recv(s->fd[side], buf, CHUNK, 0);
+    if (s->tls != NULL && side == CLIENT) {
+        tls_pump_in(b, s);
+        return;
+    }
+    size_t room = s->tls != NULL ? tls_plain_max() : CHUNK;
+    ssize_t n = recv(s->fd[side], buf, room, 0);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             halt(b, s, FAILED, side, errno);
@@ -245,21 +224,12 @@ static void pump(Batch *b, Splice *s, int side)
     int was_closed = s->cursor.closed;
     if (side == UPSTREAM)
         advance(&s->cursor, (const unsigned char *)buf, (size_t)n);
-    ssize_t sent = send_some(b, s, to, buf, (size_t)n);
-    if (sent < 0)
-        return;
-    if (sent < n) {
-        Kept *k = &s->kept[side];
-        k->len = (size_t)(n - sent);
-        k->off = 0;
-        k->data = PyMem_RawMalloc(k->len);
-        if (k->data == NULL) { /* cannot keep them: the loop gets none of them either */
-            halt(b, s, FAILED, to, ENOMEM);
+    if (s->tls != NULL) {
+        tls_pump_out(b, s, buf, (size_t)n);
+    } else {
+        ssize_t sent = send_some(b, s, to, buf, (size_t)n);
+        if (sent < 0 || (sent < n && keep(b, s, side, buf + sent, (size_t)(n - sent)) < 0))
             return;
-        }
-        memcpy(k->data, buf + sent, k->len);
-        notice(b, s, STALLED, to, 0);
-        rearm(b, s);
     }
     if (s->cursor.closed && !was_closed) /* the upstream's Close frame: the loop's job */
         halt(b, s, WAKE, side, 0);
@@ -282,6 +252,8 @@ static void flush(Batch *b, Splice *s, int to)
     k->off = k->len = 0;
     notice(b, s, FLOWING, to, 0);
     rearm(b, s);
+    if (s->tls != NULL && to == UPSTREAM && s->active) /* the rest of what the BIO holds */
+        tls_decrypt(b, s);
 }
 
 /* Tell each splice's owner what happened, in order, now that the batch is done. The first
@@ -437,16 +409,16 @@ static int add_fd(Splice *s, int side)
 static PyObject *splice_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"core", "client_fd", "upstream_fd", "on_event", "left", "held",
-                             "closed", NULL};
+                             "closed", "tls", NULL};
     Core *core;
     int client_fd, upstream_fd, closed;
-    PyObject *on_event, *left_arg;
+    PyObject *on_event, *left_arg, *tls = Py_None;
     unsigned long long left;
     Py_buffer held;
     u128 end;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!iiOO!y*p:Splice", kwlist, &CoreType,
-                                     &core, &client_fd, &upstream_fd, &on_event,
-                                     &PyLong_Type, &left_arg, &held, &closed))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!iiOO!y*p|O:Splice", kwlist,
+                                     &CoreType, &core, &client_fd, &upstream_fd, &on_event,
+                                     &PyLong_Type, &left_arg, &held, &closed, &tls))
         return NULL;
     left = PyLong_AsUnsignedLongLong(left_arg); /* OverflowError past 64 bits: not here */
     if (left == (unsigned long long)-1 && PyErr_Occurred()) {
@@ -460,16 +432,27 @@ static PyObject *splice_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (client_fd < 0 || upstream_fd < 0 || client_fd == upstream_fd || core->epfd < 0 ||
-        !PyCallable_Check(on_event)) {
+        !PyCallable_Check(on_event) ||
+        (tls != Py_None && !(PyTuple_Check(tls) && PyTuple_GET_SIZE(tls) == 2))) {
         PyBuffer_Release(&held);
-        PyErr_SetString(PyExc_ValueError, "two distinct fds, an open Core and a callable");
+        PyErr_SetString(PyExc_ValueError,
+                        "two distinct fds, an open Core, a callable, tls None or a pair");
+        return NULL;
+    }
+    Tls *session = NULL;
+    if (tls != Py_None &&
+        (session = tls_attach(PyTuple_GET_ITEM(tls, 0), PyTuple_GET_ITEM(tls, 1),
+                               client_fd)) == NULL) {
+        PyBuffer_Release(&held);
         return NULL;
     }
     Splice *s = (Splice *)type->tp_alloc(type, 0);
     if (s == NULL) {
+        tls_free(session);
         PyBuffer_Release(&held);
         return NULL;
     }
+    s->tls = session;
     s->fd[CLIENT] = client_fd;
     s->fd[UPSTREAM] = upstream_fd;
     s->cursor.left = left;
@@ -521,6 +504,8 @@ static void splice_release(Splice *s)
 static PyObject *splice_stop(Splice *s, PyObject *Py_UNUSED(ignored))
 {
     splice_release(s);
+    if (s->tls != NULL && tls_take_out(s) < 0)
+        return NULL;
     PyObject *to_client = kept_bytes(&s->kept[UPSTREAM]);
     PyObject *to_upstream = kept_bytes(&s->kept[CLIENT]);
     if (to_client == NULL || to_upstream == NULL) {
@@ -550,6 +535,7 @@ static void splice_dealloc(Splice *s)
     splice_release(s);
     for (int side = 0; side < 2; side++)
         PyMem_RawFree(s->kept[side].data);
+    tls_free(s->tls);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -597,12 +583,20 @@ static PyObject *splice_running(Splice *s, void *Py_UNUSED(closure))
     return PyBool_FromLong(s->active);
 }
 
+static PyObject *splice_tls_closed(Splice *s, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(s->tls != NULL && tls_closed(s->tls));
+}
+
 static PyGetSetDef splice_getset[] = {
     {"left", (getter)splice_left, NULL, "frames.Cursor.left of the upstream's bytes.", NULL},
     {"held", (getter)splice_held, NULL, "frames.Cursor.held.", NULL},
     {"closed", (getter)splice_closed, NULL, "frames.Cursor.closed.", NULL},
     {"pending", (getter)splice_pending, NULL, "Bytes read but not yet sent on.", NULL},
     {"running", (getter)splice_running, NULL, "Whether its sockets are still served.", NULL},
+    {"tls_closed", (getter)splice_tls_closed, NULL,
+     "Whether the client's close_notify came (read by the core: the loop never sees it).",
+     NULL},
     {NULL}};
 
 static PyMemberDef splice_members[] = {
@@ -674,6 +668,8 @@ static PyObject *cursor_advance(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 static PyMethodDef module_methods[] = {
+    {"tls_bind", tls_bind, METH_O,
+     "tls_bind(path) -> bool: use the OpenSSL that the module at path (_ssl) links."},
     {"advance", cursor_advance, METH_VARARGS,
      "advance(left, held, closed, data) -> (left, held, closed): the C cursor, for tests."},
     {NULL}};

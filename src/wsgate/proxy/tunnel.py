@@ -11,8 +11,9 @@ The idle timer does not re-arm per read; it wakes every quarter of ``read_timeou
 compares byte counts. Why a tunnel ended (:class:`Why`) is decided once, by its first
 cause, on the closing path only.
 
-Where the compiled core is built, a plain-TCP tunnel's steady state runs in C
-(:mod:`~wsgate.proxy.splice`): its transports are paused with empty write buffers while
+Where the compiled core is built, a tunnel's steady state runs in C (plain TCP, or a TLS
+client's over uvloop: :mod:`~wsgate.proxy.splice`): its transports are paused with empty
+write buffers while
 the core moves and counts the bytes and moves the cursor. Everything else is decided
 here: any other event takes the tunnel back to its transports first (:meth:`_take_back`),
 and this code goes on as if it had read every byte itself.
@@ -227,7 +228,8 @@ class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
     __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_mark", "_plain", "_timer",
-                 "client", "on_close", "read_timeout", "reason", "stall", "state", "upstream")
+                 "_tls", "client", "on_close", "read_timeout", "reason", "stall", "state",
+                 "upstream")
 
     def __init__(
         self,
@@ -256,7 +258,9 @@ class Tunnel:
         """The client's byte count when the upstream's Close frame passed (-1: none has)."""
         self.upstream.cursor.on_close = self._upstream_close_frame
         self._plain = False
-        """Whether both sockets are plain TCP the C core may serve (known at start)."""
+        """Whether the C core may serve both sockets (known at start)."""
+        self._tls: splicing.TlsSession | None = None
+        """The client's TLS session, for the core (where the client speaks TLS)."""
 
     @property
     def closed(self) -> bool:
@@ -287,9 +291,10 @@ class Tunnel:
             self.client.data_received(from_client)
         if from_upstream:
             self.upstream.data_received(from_upstream)
-        self._plain = (splicing.ENABLED and splicing.plain_socket(self.client.transport)
-                       is not None and splicing.plain_socket(self.upstream.transport)
-                       is not None)
+        ct = self.client.transport
+        if splicing.ENABLED and splicing.plain_socket(self.upstream.transport) is not None:
+            self._tls = splicing.tls_session(ct)
+            self._plain = self._tls is not None or splicing.plain_socket(ct) is not None
         if not self._try_splice():
             self._resume()
         if self.read_timeout > 0:
@@ -329,22 +334,27 @@ class Tunnel:
         client, upstream = self.client, self.upstream
         if client.full or upstream.full or client.closing or upstream.closing:
             return False
-        ct, ut = client.transport, upstream.transport
+        ct, ut, tls = client.transport, upstream.transport, self._tls
         if (upstream.cursor.closed or ct.is_closing() or ut.is_closing()
-                or ct.get_write_buffer_size() or ut.get_write_buffer_size()):
+                or ut.get_write_buffer_size()
+                or (ct.get_write_buffer_size() if tls is None else tls.backlog(ct))):
             return False
-        client_fd, upstream_fd = splicing.plain_socket(ct), splicing.plain_socket(ut)
+        client_fd = tls.fd if tls is not None else splicing.plain_socket(ct)
+        upstream_fd = splicing.plain_socket(ut)
         if client_fd is None or upstream_fd is None:
             self._plain = False
             return False
         try:
             splice = splicing.join(self._loop, client_fd, upstream_fd, self._spliced,
-                                   upstream.cursor)
+                                   upstream.cursor, tls)
         except (OSError, ValueError, OverflowError):
-            return False  # a cursor it cannot hold, or an fd limit: the next chance may do
+            # a cursor it cannot hold, an fd limit, TLS records buffered: the next chance
+            return False
         client.splice = upstream.splice = splice
         ct.pause_reading()
         ut.pause_reading()
+        if tls is not None:
+            tls.raw.pause_reading()  # uvloop's TLS reads on while only its app is paused
         return True
 
     def _take_back(self) -> None:
@@ -365,6 +375,12 @@ class Tunnel:
         if splice.closed and not cursor.closed:
             cursor.closed = True
             self._upstream_close_frame()
+        tls = self._tls
+        if tls is not None and not tls.raw.is_closing():
+            if to_client:  # TLS records: under uvloop's TLS, which never saw them
+                tls.raw.write(to_client)
+                to_client = b""
+            tls.raw.resume_reading()  # uvloop's TLS buffers; its app's reading tells
         for end, kept in ((client, to_client), (upstream, to_upstream)):
             if kept and not end.transport.is_closing():
                 end.transport.write(kept)
@@ -385,6 +401,7 @@ class Tunnel:
         read the EOF, or the rest, themselves; a socket error it met is the transport's,
         as if its own read or write had failed."""
         end = self.client if side == splicing.CLIENT else self.upstream
+        splice = self.splice
         if kind == splicing.STALLED:
             end.full = True
             self.stall.begin(self.send_timed_out)
@@ -394,13 +411,22 @@ class Tunnel:
             self.stall.end()
             return
         self._take_back()
+        failed = end.transport
+        if end is self.client and self._tls is not None:
+            failed = self._tls.raw  # its socket failed: uvloop's TLS hears it from there
         if kind == splicing.FAILED:
             # uvloop's own path for a failed read or write: closed, connection_lost(exc).
-            force = getattr(end.transport, "_force_close", None)  # (private: may go)
+            force = getattr(failed, "_force_close", None)  # (private: may go)
             if force is not None:
                 force(OSError(error, os.strerror(error)))
             else:
-                end.transport.abort()
+                failed.abort()
+        elif splice is not None and splice.tls_closed:
+            # The core read the client's close_notify, which uvloop will never see: what
+            # uvloop does with one (eof_received, then its own close_notify and close).
+            self.client.eof_received()
+            if not self.client.transport.is_closing():
+                self.client.transport.close()
         self._resume()
 
     # -- endings ---------------------------------------------------------------------------
