@@ -13,7 +13,7 @@ core = Extension(
     sources=["src/wsgate/proxy/_splice.c", "src/wsgate/proxy/_splice_tls.c"],
     depends=["src/wsgate/proxy/_splice.h"],
     libraries=["dl"],  # dlopen, for the OpenSSL that Python's _ssl links (_splice_tls.c)
-    extra_compile_args=["-O2", "-std=gnu11"],
+    extra_compile_args=["-O2", "-std=gnu11", "-fvisibility=hidden"],  # only PyInit_ out
     optional=True,
 )
 

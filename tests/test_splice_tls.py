@@ -104,7 +104,7 @@ async def open_rig(read_timeout: float, send_timeout: float, early: bytes) -> Ri
     server.close()
     if early:  # records that uvloop reads before the tunnel starts: they sit in its BIO
         far_transport.write(early)
-        await asyncio.sleep(0.1)
+        await until(lambda: client.get_read_buffer_size() > 0)
     upstream_near, upstream_far = tcp_pair()
     upstream_near.setblocking(False)
     upstream_far.setblocking(False)
@@ -202,6 +202,43 @@ def test_a_tls_client_that_stops_reading_stalls_the_core_within_its_bound() -> N
 
 
 @needs_core
+def test_bytes_kept_as_records_go_first_when_the_tunnel_is_taken_back() -> None:
+    async def test(rig: Rig) -> None:
+        rig.far_transport.pause_reading()
+        payload = one_frame(24 << 20)
+        sender = asyncio.ensure_future(rig.send_up(payload))
+        await until(lambda: rig.tunnel.client.full, 10.0)
+        splice = rig.tunnel.splice
+        assert splice is not None and splice.pending > 0
+        rig.tunnel.going_away()  # taken back with records kept: uvloop's transport sends them
+        assert rig.tunnel.splice is None
+        rig.far_transport.resume_reading()
+        assert (await rig.far.read(len(payload) + len(GOING_AWAY), 30.0)
+                == payload + GOING_AWAY)
+        await sender
+
+    run(test)
+
+
+@needs_core
+def test_an_upstream_that_stops_reading_leaves_records_for_later_in_order() -> None:
+    async def test(rig: Rig) -> None:
+        payload = os.urandom(24 << 20)
+        rig.far_transport.write(payload)  # far more than the upstream's socket takes
+        await until(lambda: rig.tunnel.upstream.full, 10.0)
+        assert rig.tunnel.splice is not None  # stalled in C, records left in the BIO
+        first = await rig.read_up(4 << 20, 10.0)  # the core drains, then decrypts on
+        await until(lambda: rig.tunnel.upstream.full, 10.0)
+        rig.tunnel.freeze()  # taken back with plaintext kept and records in the BIO
+        rig.tunnel.thaw()  # uvloop decrypts what the core left
+        rest = await rig.read_up(len(payload) - len(first), 30.0)
+        assert first + rest == payload
+        assert rig.tunnel.client.received == len(payload)
+
+    run(test)
+
+
+@needs_core
 def test_the_clients_close_notify_is_its_eof() -> None:
     async def test(rig: Rig) -> None:
         rig.far_transport.write(b"\x81\x80\x00\x00\x00\x00")
@@ -229,6 +266,11 @@ def test_records_buffered_at_the_start_keep_python_until_an_idle_tick() -> None:
         assert await rig.far.read(4) == b"\x81\x02hi"
 
     run(test, read_timeout=0.4, early=early)
+
+
+def test_the_tls_side_is_there_wherever_the_core_is() -> None:
+    """A silent fallback (Python's OpenSSL not found) would skip every test above."""
+    assert splicing.TLS == splicing.ENABLED
 
 
 @needs_core

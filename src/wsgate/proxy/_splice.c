@@ -299,6 +299,8 @@ static PyObject *core_poll(Core *core, PyObject *Py_UNUSED(ignored))
     }
     batch.count = 0;
     for (int i = 0; i < count; i++) {
+        if (batch.count > BATCH * PER_EVENT - PER_EVENT)
+            break; /* cannot happen (PER_EVENT); the rest stay ready (level-triggered) */
         Splice *s = (Splice *)(uintptr_t)(events[i].data.u64 & ~(uint64_t)1);
         int side = (int)(events[i].data.u64 & 1);
         uint32_t ev = events[i].events;

@@ -10,6 +10,7 @@
 #define CHUNK 65536 /* one read; also the bound on bytes kept per direction */
 #define BATCH 128   /* events per poll(); the rest wait for the next loop iteration */
 #define MAX_HELD 13 /* frames.Cursor: a cut header is shorter than 14 bytes */
+#define PER_EVENT 4 /* notices one event can make, at most: see Batch */
 
 enum { CLIENT = 0, UPSTREAM = 1 };
 enum { WAKE = 0, FAILED = 1, STALLED = 2, FLOWING = 3 };
@@ -57,7 +58,9 @@ typedef struct {
 } Notice;
 
 typedef struct {
-    Notice notices[BATCH * 3]; /* per event: FLOWING, then STALLED, then a halt */
+    /* Per event, at most: FLOWING, STALLED (a TLS client's records still buffered, sent on
+     * after the flush), STALLED the other way, and a halt (poll() checks the room). */
+    Notice notices[BATCH * PER_EVENT];
     int count;
 } Batch;
 

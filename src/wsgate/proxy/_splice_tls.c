@@ -209,7 +209,7 @@ void tls_decrypt(Batch *b, Splice *s)
         }
         return;
     }
-    flush_records(b, s); /* what reading wrote: a KeyUpdate's answer */
+    flush_records(b, s); /* what reading wrote (OpenSSL may answer a handshake message) */
 }
 
 /* The client's socket is readable: its records go into the session's read BIO. */

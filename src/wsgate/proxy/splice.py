@@ -23,7 +23,6 @@ Without the compiled module (no compiler at install, not Linux), or with
 
 from __future__ import annotations
 
-import _ssl
 import asyncio
 import gc
 import os
@@ -46,7 +45,20 @@ except ImportError:  # pragma: no cover - built at install where a compiler is
 ENABLED = _core is not None and os.environ.get("WSGATE_SPLICE", "1") != "0"
 """Whether tunnels are spliced in this process (tests switch it)."""
 
-TLS = ENABLED and _core is not None and bool(_core.tls_bind(_ssl.__file__))
+
+
+def _bind_openssl() -> bool:
+    """Whether the core found the OpenSSL that Python's ``_ssl`` links (through the file
+    of that module: none where ssl is missing or built into the interpreter)."""
+    try:
+        import _ssl
+    except ImportError:  # pragma: no cover - a Python built without ssl
+        return False
+    path = getattr(_ssl, "__file__", None)
+    return _core is not None and path is not None and bool(_core.tls_bind(path))
+
+
+TLS = ENABLED and _bind_openssl()
 """Whether TLS clients' tunnels may be spliced: the core found Python's OpenSSL."""
 
 CLIENT, UPSTREAM = 0, 1

@@ -376,11 +376,12 @@ class Tunnel:
             cursor.closed = True
             self._upstream_close_frame()
         tls = self._tls
-        if tls is not None and not tls.raw.is_closing():
-            if to_client:  # TLS records: under uvloop's TLS, which never saw them
-                tls.raw.write(to_client)
-                to_client = b""
-            tls.raw.resume_reading()  # uvloop's TLS buffers; its app's reading tells
+        if tls is not None:  # to_client is TLS records: under uvloop's TLS, never through it
+            if not tls.raw.is_closing():
+                if to_client:
+                    tls.raw.write(to_client)
+                tls.raw.resume_reading()  # uvloop's TLS buffers; its app's reading tells
+            to_client = b""
         for end, kept in ((client, to_client), (upstream, to_upstream)):
             if kept and not end.transport.is_closing():
                 end.transport.write(kept)
@@ -421,12 +422,12 @@ class Tunnel:
                 force(OSError(error, os.strerror(error)))
             else:
                 failed.abort()
-        elif splice is not None and splice.tls_closed:
-            # The core read the client's close_notify, which uvloop will never see: what
-            # uvloop does with one (eof_received, then its own close_notify and close).
-            self.client.eof_received()
-            if not self.client.transport.is_closing():
-                self.client.transport.close()
+        elif (splice is not None and splice.tls_closed
+              and not self.client.transport.is_closing()):
+            # The core read the client's close_notify, which uvloop's reads will never
+            # meet: its shutdown does (SSL_read answers it again), and calls our
+            # eof_received once, as it would have.
+            self.client.transport.close()
         self._resume()
 
     # -- endings ---------------------------------------------------------------------------
