@@ -506,8 +506,8 @@ static void splice_release(Splice *s)
 static PyObject *splice_stop(Splice *s, PyObject *Py_UNUSED(ignored))
 {
     splice_release(s);
-    if (s->tls != NULL && tls_take_out(s) < 0)
-        return NULL;
+    if (s->tls != NULL)
+        tls_take_out(s);
     PyObject *to_client = kept_bytes(&s->kept[UPSTREAM]);
     PyObject *to_upstream = kept_bytes(&s->kept[CLIENT]);
     if (to_client == NULL || to_upstream == NULL) {

@@ -77,7 +77,7 @@ void tls_free(Tls *tls);
 void tls_pump_in(Batch *b, Splice *s);
 void tls_decrypt(Batch *b, Splice *s);
 void tls_pump_out(Batch *b, Splice *s, const char *plain, size_t len);
-int tls_take_out(Splice *s);
+void tls_take_out(Splice *s);
 int tls_closed(const Tls *tls);
 size_t tls_plain_max(void);
 

@@ -250,22 +250,20 @@ void tls_pump_out(Batch *b, Splice *s, const char *plain, size_t len)
 }
 
 /* At stop(): whatever the session still holds for the client goes behind the kept bytes,
- * for the loop to write to the client's socket itself. */
-int tls_take_out(Splice *s)
+ * for the loop to write to the client's socket itself. Without the memory for that, it
+ * stays in the BIO, behind them still: uvloop sends it with its next write or shutdown. */
+void tls_take_out(Splice *s)
 {
     Kept *k = &s->kept[UPSTREAM];
     size_t pending;
     while ((pending = ossl.BIO_ctrl_pending(s->tls->wbio)) > 0) {
         char *grown = PyMem_RawRealloc(k->data, k->len + pending);
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        if (grown == NULL)
+            break;
         k->data = grown;
         int n = ossl.BIO_read(s->tls->wbio, k->data + k->len, (int)pending);
         if (n <= 0)
             break;
         k->len += (size_t)n;
     }
-    return 0;
 }

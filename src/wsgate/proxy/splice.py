@@ -46,7 +46,6 @@ ENABLED = _core is not None and os.environ.get("WSGATE_SPLICE", "1") != "0"
 """Whether tunnels are spliced in this process (tests switch it)."""
 
 
-
 def _bind_openssl() -> bool:
     """Whether the core found the OpenSSL that Python's ``_ssl`` links (through the file
     of that module: none where ssl is missing or built into the interpreter)."""

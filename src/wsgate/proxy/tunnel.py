@@ -13,10 +13,9 @@ cause, on the closing path only.
 
 Where the compiled core is built, a tunnel's steady state runs in C (plain TCP, or a TLS
 client's over uvloop: :mod:`~wsgate.proxy.splice`): its transports are paused with empty
-write buffers while
-the core moves and counts the bytes and moves the cursor. Everything else is decided
-here: any other event takes the tunnel back to its transports first (:meth:`_take_back`),
-and this code goes on as if it had read every byte itself.
+write buffers while the core moves and counts the bytes and moves the cursor. Everything
+else is decided here: any other event takes the tunnel back to its transports first
+(:meth:`_take_back`), and this code goes on as if it had read every byte itself.
 """
 
 from __future__ import annotations
