@@ -209,7 +209,7 @@ static void pump(Batch *b, Splice *s, int side)
         tls_pump_in(b, s);
         return;
     }
-    size_t room = s->tls != NULL ? tls_plain_max() : CHUNK;
+    size_t room = s->tls != NULL ? TLS_PLAIN : CHUNK;
     ssize_t n = recv(s->fd[side], buf, room, 0);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)

@@ -11,6 +11,9 @@
 #define BATCH 128   /* events per poll(); the rest wait for the next loop iteration */
 #define MAX_HELD 13 /* frames.Cursor: a cut header is shorter than 14 bytes */
 #define PER_EVENT 4 /* notices one event can make, at most: see Batch */
+/* An upstream read for a TLS client: with what its records add (4 of them, 2 KiB at
+ * most), they fit in CHUNK. */
+#define TLS_PLAIN (CHUNK - 2048)
 
 enum { CLIENT = 0, UPSTREAM = 1 };
 enum { WAKE = 0, FAILED = 1, STALLED = 2, FLOWING = 3 };
@@ -79,6 +82,5 @@ void tls_decrypt(Batch *b, Splice *s);
 void tls_pump_out(Batch *b, Splice *s, const char *plain, size_t len);
 void tls_take_out(Splice *s);
 int tls_closed(const Tls *tls);
-size_t tls_plain_max(void);
 
 #endif

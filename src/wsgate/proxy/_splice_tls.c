@@ -28,7 +28,6 @@
 #define SSL_ERROR_WANT_READ 2
 #define SSL_ERROR_ZERO_RETURN 6
 #define BIO_TYPE_MEM (1 | 0x0400)
-#define TLS_ROOM 2048 /* what records add to CHUNK - TLS_ROOM bytes, at most (4 records) */
 
 struct Tls {
     PyObject *session; /* _ssl._SSLSocket: keeps the SSL alive */
@@ -158,8 +157,6 @@ void tls_free(Tls *tls)
 
 int tls_closed(const Tls *tls) { return tls->closed; }
 
-size_t tls_plain_max(void) { return CHUNK - TLS_ROOM; }
-
 /* Send what the session wrote to the client; what the socket cannot take, or all of it
  * behind bytes already kept for the client, is kept. */
 static void flush_records(Batch *b, Splice *s)
@@ -233,7 +230,7 @@ void tls_pump_in(Batch *b, Splice *s)
     tls_decrypt(b, s);
 }
 
-/* The upstream's bytes (at most tls_plain_max()), encrypted for the client. */
+/* The upstream's bytes (at most TLS_PLAIN), encrypted for the client. */
 void tls_pump_out(Batch *b, Splice *s, const char *plain, size_t len)
 {
     ossl.ERR_clear_error();

@@ -226,7 +226,7 @@ class _Ending(asyncio.Protocol):
 class Tunnel:
     """A client and an upstream transport joined; ``on_close`` runs once, at the end."""
 
-    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_mark", "_plain", "_timer",
+    __slots__ = ("_close_timer", "_idle", "_last", "_loop", "_mark", "_splicable", "_timer",
                  "_tls", "client", "on_close", "read_timeout", "reason", "stall", "state",
                  "upstream")
 
@@ -256,7 +256,7 @@ class Tunnel:
         self._mark = -1
         """The client's byte count when the upstream's Close frame passed (-1: none has)."""
         self.upstream.cursor.on_close = self._upstream_close_frame
-        self._plain = False
+        self._splicable = False
         """Whether the C core may serve both sockets (known at start)."""
         self._tls: splicing.TlsSession | None = None
         """The client's TLS session, for the core (where the client speaks TLS)."""
@@ -293,7 +293,7 @@ class Tunnel:
         ct = self.client.transport
         if splicing.ENABLED and splicing.plain_socket(self.upstream.transport) is not None:
             self._tls = splicing.tls_session(ct)
-            self._plain = self._tls is not None or splicing.plain_socket(ct) is not None
+            self._splicable = self._tls is not None or splicing.plain_socket(ct) is not None
         if not self._try_splice():
             self._resume()
         if self.read_timeout > 0:
@@ -328,7 +328,7 @@ class Tunnel:
         nothing waiting in a write buffer (so its sends cannot overtake the transports'),
         and no Close frame from the upstream yet (the end is this code's). Returns whether
         it did. Tried at the start, at a thaw, when a stalled side drains, at idle ticks."""
-        if not self._plain or self.splice is not None or self.state is not State.OPEN:
+        if not self._splicable or self.splice is not None or self.state is not State.OPEN:
             return False
         client, upstream = self.client, self.upstream
         if client.full or upstream.full or client.closing or upstream.closing:
@@ -341,7 +341,7 @@ class Tunnel:
         client_fd = tls.fd if tls is not None else splicing.plain_socket(ct)
         upstream_fd = splicing.plain_socket(ut)
         if client_fd is None or upstream_fd is None:
-            self._plain = False
+            self._splicable = False
             return False
         try:
             splice = splicing.join(self._loop, client_fd, upstream_fd, self._spliced,
@@ -401,7 +401,6 @@ class Tunnel:
         read the EOF, or the rest, themselves; a socket error it met is the transport's,
         as if its own read or write had failed."""
         end = self.client if side == splicing.CLIENT else self.upstream
-        splice = self.splice
         if kind == splicing.STALLED:
             end.full = True
             self.stall.begin(self.send_timed_out)
@@ -410,12 +409,13 @@ class Tunnel:
             end.full = False
             self.stall.end()
             return
+        splice = self.splice
         self._take_back()
-        failed = end.transport
-        if end is self.client and self._tls is not None:
-            failed = self._tls.raw  # its socket failed: uvloop's TLS hears it from there
         if kind == splicing.FAILED:
-            # uvloop's own path for a failed read or write: closed, connection_lost(exc).
+            # uvloop's own path for a failed read or write: closed, connection_lost(exc);
+            # a TLS client's socket is its TCP transport's, whose loss uvloop's TLS hears.
+            tls = self._tls if end is self.client else None
+            failed = end.transport if tls is None else tls.raw
             force = getattr(failed, "_force_close", None)  # (private: may go)
             if force is not None:
                 force(OSError(error, os.strerror(error)))
