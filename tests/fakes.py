@@ -57,7 +57,9 @@ class FakeTransport(asyncio.Transport):
         self._protocol().data_received(data)
 
     def feed_eof(self) -> None:
-        """The peer shut down its side."""
+        """The peer shut down its side (a closing transport reads nothing, as uvloop's)."""
+        if self.closing:
+            return
         if not self._protocol().eof_received():
             self.close()
 
@@ -106,8 +108,11 @@ class FakeTransport(asyncio.Transport):
             asyncio.get_running_loop().call_soon(self._call_lost, exc)
 
     def _call_lost(self, exc: Exception | None) -> None:
-        if self.protocol is not None:
-            self.protocol.connection_lost(exc)
+        """As uvloop's and asyncio's transports, it lets go of its protocol after telling
+        it (no cycle between the two is left for the collector)."""
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None:
+            protocol.connection_lost(exc)
 
     # -- asyncio.Transport --------------------------------------------------------------------
 

@@ -38,6 +38,15 @@ def test_a_burst_that_has_fallen_away_is_trimmed_once() -> None:
     assert calls == [0, 0] and trimmer.trims == 2
 
 
+def test_a_burst_gone_altogether_is_trimmed_at_once() -> None:
+    """Nothing is left to close: no second to wait for the fall to stop."""
+    trim = Recorder()
+    trimmer = Trimmer(trim)
+    assert not trimmer.observe(BURST * 9)
+    assert trimmer.observe(0)
+    assert trim.calls == [0]
+
+
 def test_no_burst_no_trim() -> None:
     trim = Recorder()
     trimmer = Trimmer(trim)

@@ -3,16 +3,16 @@
 A burst of thousands of connections leaves the heap big: freed blocks stay in the
 allocator's free lists, and RSS stays at the peak (nginx's too: its pools keep the pages
 its connections touched). When the open connections have fallen well below their peak and
-stopped falling, this collects the closed connections' reference cycles and asks glibc to
-return free pages (``malloc_trim``), once, so the next burst starts from a small process
-again. It runs from the worker's once-a-second work, never on a connection's path; the
-collection holds the worker's loop for a moment (about 0.2 s after 9,000 connections),
+stopped falling (or are all gone), this collects what reference cycles are left and asks
+glibc to return free pages (``malloc_trim``), once, so the next burst starts from a small
+process again. It runs from the worker's once-a-second work, never on a connection's path,
 once per burst. Where there is no glibc, it does nothing.
 
 A worker also freezes what it has at start (:func:`tune_collector`): the modules,
 configuration and routes are never garbage, and a full collection no longer walks them.
-The collection thresholds stay CPython's: a closed tunnel is a reference cycle (the tunnel
-and its two ends), which only a collection frees.
+The collection thresholds stay CPython's. A WebSocket leaves no reference cycle when it
+ends (the tunnel's ends and the upstream connection let go of what refers back to them),
+so its objects go as it closes, not at a collection.
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ class Trimmer:
     def observe(self, open_now: int) -> bool:
         """Note the open connections; trim if a burst has fallen away and stopped falling
         (a trim while thousands are still closing would give back little: what they free
-        afterwards stays). Whether it did."""
+        afterwards stays), or has gone altogether (then nothing is left to close, and the
+        trim need not wait another second). Whether it did."""
         falling, self.last = open_now < self.last, open_now
         self.peak = max(self.peak, open_now)
-        if self.peak < BURST or open_now > self.peak * FALL or falling:
+        if self.peak < BURST or open_now > self.peak * FALL or (falling and open_now):
             return False
         self.peak = open_now
         if self._trim is None:
@@ -82,7 +83,7 @@ class Trimmer:
         if self._trim is _none:
             return False
         started = time.monotonic()
-        gc.collect()  # the closed connections' cycles: without this, little comes back
+        gc.collect()  # cycles some other path left (an error's traceback, say)
         self._trim(0)
         self.trims += 1
         log.info("gave memory back after a burst (%.1f ms)", (time.monotonic() - started) * 1e3)

@@ -23,7 +23,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.address = address
         self.transport: asyncio.Transport
         self.handler: ResponseHandler | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        """None once this protocol is done (lost, or its socket a tunnel's): the parser
+        holds this object's methods, and letting go of it ends that cycle, so the two go
+        by reference count, not by the collector."""
         self.headers: Headers = []
         self.received = 0
         """Bytes received since the connection was taken for its current request."""
@@ -43,14 +46,19 @@ class UpstreamConnection(asyncio.Protocol):
         if self.handler is None:
             self.transport.close()  # an idle connection must not speak
             return
+        parser = self.parser
+        assert parser is not None  # (no data after connection_lost or a switch)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             # The client side may have let go in a callback (a refused 101): nobody listens.
             if self.handler is not None:
                 self.handler.upstream_switched(data[upgrade.args[0]:])
             else:
                 self.transport.close()
+            if self.transport.get_protocol() is not self:  # a tunnel's now
+                self.parser = None
+                return
         except httptools.HttpParserError as error:
             if self.handler is not None:
                 self.handler.upstream_failed(f"sent an invalid response: {error}")
@@ -70,9 +78,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.handler is not None:
-            status = self.parser.get_status_code()
-            self.handler.response_head(status, self.headers, self.parser.should_keep_alive())
+        parser = self.parser
+        if self.handler is not None and parser is not None:
+            status = parser.get_status_code()
+            self.handler.response_head(status, self.headers, parser.should_keep_alive())
             if self.head_only and status >= 200 and self.handler is not None:
                 self.skipping = True
                 self.handler.response_end()
@@ -95,5 +104,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.parser = None
         if self.handler is not None:
             self.handler.upstream_closed()
