@@ -57,7 +57,8 @@ class FakeTransport(asyncio.Transport):
         self._protocol().data_received(data)
 
     def feed_eof(self) -> None:
-        """The peer shut down its side (a closing transport reads nothing, as uvloop's)."""
+        """The peer shut down its side (a closing transport reads nothing, as uvloop's TCP
+        transports; its TLS ones may still tell an EOF met while closing)."""
         if self.closing:
             return
         if not self._protocol().eof_received():

@@ -38,13 +38,17 @@ def test_a_burst_that_has_fallen_away_is_trimmed_once() -> None:
     assert calls == [0, 0] and trimmer.trims == 2
 
 
-def test_a_burst_gone_altogether_is_trimmed_at_once() -> None:
-    """Nothing is left to close: no second to wait for the fall to stop."""
+def test_a_burst_gone_altogether_is_trimmed_at_once_and_once_more() -> None:
+    """Nothing is open: no second to wait for the fall to stop; the next tick trims again
+    (what the last tunnels held went only when their transports were lost), then no more."""
     trim = Recorder()
     trimmer = Trimmer(trim)
     assert not trimmer.observe(BURST * 9)
     assert trimmer.observe(0)
-    assert trim.calls == [0]
+    assert trimmer.observe(0)
+    for open_now in (0, 0, 5, 0):
+        assert not trimmer.observe(open_now)
+    assert trim.calls == [0, 0]
 
 
 def test_no_burst_no_trim() -> None:

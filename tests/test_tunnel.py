@@ -311,10 +311,10 @@ def test_on_close_runs_exactly_once_whatever_ends_the_tunnel() -> None:
         rig = open_tunnel(read_timeout=0.04, send_timeout=0.02)
         rig.client.block()
         rig.upstream.reset()
+        rig.client.feed_eof()  # before the reset is told: the EOF ends it first
         await settle()
         rig.tunnel.close()
         rig.tunnel.abort()
-        rig.client.feed_eof()
         await asyncio.sleep(0.1)  # past both timers, which must be cancelled
         assert len(rig.closed) == 1
         assert not rig.client.aborted  # the stall timer did not fire after the close

@@ -7,6 +7,7 @@ over fake transports, with timers of a few hundredths of a second."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
 import time
 from dataclasses import dataclass
@@ -462,6 +463,14 @@ def test_detach_forgets_both_transports_without_a_close_or_a_report() -> None:
         rig.tunnel.close()
         rig.tunnel.going_away()
         assert rig.closed == []
+        # Its ends let go of it: dropped, it goes at once, not at a collection.
+        gc.collect()
+        gc.disable()
+        try:
+            rig.tunnel = None  # type: ignore[assignment]
+            assert [item for item in gc.get_objects() if isinstance(item, TunnelEnd)] == []
+        finally:
+            gc.enable()
 
     asyncio.run(main())
 

@@ -3,10 +3,10 @@
 A burst of thousands of connections leaves the heap big: freed blocks stay in the
 allocator's free lists, and RSS stays at the peak (nginx's too: its pools keep the pages
 its connections touched). When the open connections have fallen well below their peak and
-stopped falling (or are all gone), this collects what reference cycles are left and asks
-glibc to return free pages (``malloc_trim``), once, so the next burst starts from a small
-process again. It runs from the worker's once-a-second work, never on a connection's path,
-once per burst. Where there is no glibc, it does nothing.
+stopped falling (and already when they are all gone), this collects what reference cycles
+are left and asks glibc to return free pages (``malloc_trim``), so the next burst starts
+from a small process again. It runs from the worker's once-a-second work, never on a
+connection's path, once or twice per burst. Where there is no glibc, it does nothing.
 
 A worker also freezes what it has at start (:func:`tune_collector`): the modules,
 configuration and routes are never garbage, and a full collection no longer walks them.
@@ -71,13 +71,16 @@ class Trimmer:
     def observe(self, open_now: int) -> bool:
         """Note the open connections; trim if a burst has fallen away and stopped falling
         (a trim while thousands are still closing would give back little: what they free
-        afterwards stays), or has gone altogether (then nothing is left to close, and the
-        trim need not wait another second). Whether it did."""
+        afterwards stays). A burst that has gone altogether is trimmed at once as well, and
+        again once the fall has stopped: a tunnel leaves the count at its close, and the
+        last ones' memory goes only when their transports are lost, a moment later.
+        Whether it trimmed."""
         falling, self.last = open_now < self.last, open_now
         self.peak = max(self.peak, open_now)
         if self.peak < BURST or open_now > self.peak * FALL or (falling and open_now):
             return False
-        self.peak = open_now
+        if not falling:
+            self.peak = open_now  # this burst is done
         if self._trim is None:
             self._trim = _malloc_trim() or _none
         if self._trim is _none:
