@@ -1057,8 +1057,8 @@ def test_after_the_switch_nothing_of_http_is_left_for_the_garbage_collector() ->
 def test_an_ended_tunnel_leaves_nothing_for_the_garbage_collector(ends: str) -> None:
     """Once a tunnel has ended (whichever side went first), it, its ends and the upstream
     connection (whose parser held its methods) go by reference count: left to the
-    collector, they survived into its older generations, and a storm of handshakes spent a
-    tenth of its CPU collecting."""
+    collector, they survived into its older generations (a storm of handshakes spent 39 µs
+    per handshake collecting with them, 22 without)."""
     kinds = (Tunnel, TunnelEnd, UpstreamConnection, Cursor, Stall)
 
     async def main() -> None:
