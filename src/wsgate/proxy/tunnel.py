@@ -524,10 +524,7 @@ class Tunnel:
     def detach(self) -> None:
         """Forget both transports without touching their sockets (another process holds
         them now, from duplicates): no close, no report."""
-        self._take_back()
-        self._stop_timers()
-        self.state = State.CLOSED
-        self.upstream.cursor.on_close = None
+        self._finish()
         for end in (self.client, self.upstream):
             end.transport.set_protocol(asyncio.Protocol())
             end.transport.abort()
@@ -540,22 +537,24 @@ class Tunnel:
     def both_closing(self) -> bool:
         return self.client.closing and self.upstream.closing
 
-    def _stop_timers(self) -> None:
+    def _finish(self) -> None:
+        """What every end does (a close or a detach): back from the core, CLOSED, no timer
+        left, and no callback from the cursor into this object (a cycle otherwise)."""
+        self._take_back()
+        self.state = State.CLOSED
         for timer in (self._timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
         self._timer = self._close_timer = None
         self.stall.cancel()
+        self.upstream.cursor.on_close = None
 
     def close(self, abort: bool = False) -> None:
         """Close both sides after their buffered bytes are written (or at once, with
         ``abort``); report once."""
         if self.state is State.CLOSED:
             return
-        self._take_back()
-        self.state = State.CLOSED
-        self._stop_timers()
-        self.upstream.cursor.on_close = None  # (a cycle through this object otherwise)
+        self._finish()
         for end in (self.client, self.upstream):
             if abort:
                 end.transport.abort()

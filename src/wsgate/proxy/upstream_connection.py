@@ -79,7 +79,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        if self.handler is not None and parser is not None:
+        assert parser is not None  # (called from its own feed_data)
+        if self.handler is not None:
             status = parser.get_status_code()
             self.handler.response_head(status, self.headers, parser.should_keep_alive())
             if self.head_only and status >= 200 and self.handler is not None:
